@@ -1,0 +1,75 @@
+"""The one definition of the model's inputs: names, order, units and physical bounds.
+
+Training, the data validator, the HTTP API, the OpenAPI spec, the web page and the chart's docs
+all read this module; nothing else spells the feature list out.
+
+The physical bounds are what the chemistry allows for a table wine, not what the training data
+happened to contain: a value outside them is an error everywhere (422 from the API, a failed
+validation for a training file). The *training* range (recorded per feature in the model
+metadata) is narrower; values between the two are served with a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str  # as in the UCI CSV header, e.g. "fixed acidity"
+    key: str  # snake_case alias, e.g. "fixed_acidity"
+    unit: str
+    minimum: float  # inclusive physical lower bound
+    maximum: float  # inclusive physical upper bound
+    description: str
+
+    def in_bounds(self, value: float) -> bool:
+        return self.minimum <= value <= self.maximum
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("fixed acidity", "fixed_acidity", "g(tartaric acid)/dm³", 0.0, 25.0,
+            "Non-volatile acids, mostly tartaric."),
+    Feature("volatile acidity", "volatile_acidity", "g(acetic acid)/dm³", 0.0, 5.0,
+            "Acetic acid; high values taste of vinegar."),
+    Feature("citric acid", "citric_acid", "g/dm³", 0.0, 5.0,
+            "Adds freshness in small amounts."),
+    Feature("residual sugar", "residual_sugar", "g/dm³", 0.0, 300.0,
+            "Sugar left after fermentation."),
+    Feature("chlorides", "chlorides", "g(sodium chloride)/dm³", 0.0, 2.0,
+            "Salt content."),
+    Feature("free sulfur dioxide", "free_sulfur_dioxide", "mg/dm³", 0.0, 500.0,
+            "Unbound SO₂, protects against microbes and oxidation."),
+    Feature("total sulfur dioxide", "total_sulfur_dioxide", "mg/dm³", 0.0, 1000.0,
+            "Free plus bound SO₂."),
+    Feature("density", "density", "g/cm³", 0.8, 1.2,
+            "Close to water's; depends on alcohol and sugar."),
+    Feature("pH", "ph", "pH", 0.0, 14.0,
+            "Acidity on the pH scale."),
+    Feature("sulphates", "sulphates", "g(potassium sulphate)/dm³", 0.0, 5.0,
+            "Additive contributing to SO₂ levels."),
+    Feature("alcohol", "alcohol", "% vol", 0.0, 25.0,
+            "Alcohol by volume."),
+)
+
+TARGET = "quality"
+TARGET_MINIMUM = 0
+TARGET_MAXIMUM = 10
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+FEATURE_KEYS: tuple[str, ...] = tuple(f.key for f in FEATURES)
+CSV_COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, TARGET)
+
+_BY_ANY_NAME: dict[str, Feature] = {
+    **{f.name: f for f in FEATURES},
+    **{f.key: f for f in FEATURES},
+}
+
+
+def resolve(name: str) -> Feature | None:
+    """The feature called `name` in either spelling ("fixed acidity" or "fixed_acidity"), or None."""
+    return _BY_ANY_NAME.get(name)
+
+
+def index_of(feature: Feature) -> int:
+    return FEATURES.index(feature)
