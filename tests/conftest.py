@@ -28,7 +28,8 @@ def require_tool(name: str) -> str:
 @pytest.fixture(scope="session")
 def data_source() -> Path:
     """Folder holding winequality-red.csv and winequality-white.csv."""
-    folder = Path(os.environ.get("WINE_QUALITY_DATA_SOURCE") or REPO.parent / "shared/data/wine-quality")
+    default = REPO.parent / "shared" / "data" / "wine-quality"
+    folder = Path(os.environ.get("WINE_QUALITY_DATA_SOURCE") or default)
     if not (folder / "winequality-red.csv").is_file():
         message = f"UCI data not found in {folder}; set WINE_QUALITY_DATA_SOURCE"
         if os.environ.get("CI"):
@@ -47,3 +48,30 @@ def model_dir(data_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         check=True,
     )
     return output
+
+
+@pytest.fixture(scope="session")
+def loaded_model(model_dir: Path):
+    """The `model_dir` artifact loaded through the service's verified loader."""
+    from wine_quality.artifact import load_artifact
+
+    return load_artifact(model_dir)
+
+
+@pytest.fixture
+def make_app(loaded_model):
+    """Build the Flask app around the real loaded model, with settings overrides."""
+    from wine_quality.app import create_app
+    from wine_quality.settings import Settings
+
+    def make(**overrides):
+        settings = Settings.from_env({}).replace(**overrides)
+        return create_app(settings, model=loaded_model)
+
+    return make
+
+
+@pytest.fixture
+def api_client(make_app):
+    """A Flask test client of the app with default settings."""
+    return make_app().test_client()

@@ -67,7 +67,7 @@ _BY_ANY_NAME: dict[str, Feature] = {
 
 
 def resolve(name: str) -> Feature | None:
-    """The feature called `name` in either spelling ("fixed acidity" or "fixed_acidity"), or None."""
+    """The feature called `name` ("fixed acidity" or "fixed_acidity"), or None."""
     return _BY_ANY_NAME.get(name)
 
 

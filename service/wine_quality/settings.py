@@ -27,7 +27,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WINE_QUALITY_MODEL_DIR", "artifacts/model",
             "Directory of the model artifact (model.joblib, metadata.json)."),
     Setting("WINE_QUALITY_RUNTIME", "auto",
-            "Inference runtime: auto (the artifact's fast runtime, else scikit-learn), onnx or sklearn."),
+            "Inference runtime: auto (the artifact's fast runtime, else scikit-learn), "
+            "onnx or sklearn."),
     Setting("WINE_QUALITY_MAX_BODY_BYTES", "8388608",
             "Largest request body accepted, in bytes; larger bodies get 413."),
     Setting("WINE_QUALITY_MAX_BATCH_ROWS", "10000",
@@ -35,16 +36,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WINE_QUALITY_LOG_LEVEL", "info",
             "Log level of the application and gunicorn: debug, info, warning, error."),
     Setting("WINE_QUALITY_SECRET_KEY", "",
-            "Key that signs the web page's CSRF tokens; empty derives one from the model checksum."),
+            "Key that signs the web page's CSRF tokens; empty derives one from the model "
+            "checksum."),
     Setting("PORT", "8080", "TCP port gunicorn listens on (all interfaces)."),
     Setting("GUNICORN_WORKERS", "2", "gunicorn worker processes (sized for a 2-core pod)."),
     Setting("GUNICORN_THREADS", "1", "Threads per worker (1 = sync worker)."),
-    Setting("GUNICORN_TIMEOUT", "30", "Seconds a worker may spend on one request before it is restarted."),
+    Setting("GUNICORN_TIMEOUT", "30",
+            "Seconds a worker may spend on one request before it is restarted."),
     Setting("GUNICORN_GRACEFUL_TIMEOUT", "20",
             "Seconds in-flight requests get to finish after SIGTERM."),
     Setting("GUNICORN_SHUTDOWN_DELAY", "2",
             "Seconds between SIGTERM (readiness turns 503) and gunicorn closing its listener."),
-    Setting("PROMETHEUS_MULTIPROC_DIR", "/tmp/wine-quality-metrics",
+    # /tmp is the pod's emptyDir; the directory is the service's own and emptied at start.
+    Setting("PROMETHEUS_MULTIPROC_DIR", "/tmp/wine-quality-metrics",  # noqa: S108
             "Scratch directory for the workers' shared Prometheus metrics (emptied at start)."),
 )
 
@@ -67,6 +71,11 @@ def _int(env: str, environ: dict[str, str] | None, minimum: int = 1) -> int:
     return value
 
 
+def integer(env: str, environ: dict[str, str] | None = None, minimum: int = 1) -> int:
+    """The whole-number setting `env` (at least `minimum`), or SettingsError naming it."""
+    return _int(env, environ, minimum)
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -80,10 +89,12 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         runtime = raw("WINE_QUALITY_RUNTIME", environ)
         if runtime not in ("auto", "onnx", "sklearn"):
-            raise SettingsError(f"WINE_QUALITY_RUNTIME={runtime!r} is not one of auto, onnx, sklearn")
+            raise SettingsError(
+                f"WINE_QUALITY_RUNTIME={runtime!r} is not one of auto, onnx, sklearn")
         level = raw("WINE_QUALITY_LOG_LEVEL", environ).lower()
         if level not in ("debug", "info", "warning", "error"):
-            raise SettingsError(f"WINE_QUALITY_LOG_LEVEL={level!r} is not one of debug, info, warning, error")
+            raise SettingsError(
+                f"WINE_QUALITY_LOG_LEVEL={level!r} is not one of debug, info, warning, error")
         return cls(
             model_dir=Path(raw("WINE_QUALITY_MODEL_DIR", environ)),
             runtime=runtime,

@@ -1,0 +1,232 @@
+"""Open Inference Protocol v2 (the REST protocol of KServe, Triton and MLServer).
+
+Inference requests take either one FP32/FP64 tensor of shape [N, 11] whose columns follow the
+documented feature order, or 11 named tensors of shape [N] (either spelling of each name). The
+response has the output `quality` (FP64, [N]) and `grade` (INT64, [N]). Errors are
+{"error": "..."}: 400 for any bad request, as the protocol asks, 413 for too many rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from math import prod
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, jsonify, request
+
+from wine_quality import MODEL_NAME, __version__
+from wine_quality.app.errors import APIError
+from wine_quality.app.state import state
+from wine_quality.features import FEATURE_NAMES, FEATURES, index_of, resolve
+from wine_quality.inputs import InputError, too_many_rows, validate_rows
+
+bp = Blueprint("api_v2", __name__, url_prefix="/v2")
+
+DATATYPES = ("FP32", "FP64")
+OUTPUTS = ("quality", "grade")
+TENSOR_INPUT = "input-0"
+MODEL_ROUTES = ("/models/<model_name>", "/models/<model_name>/versions/<model_version>")
+
+
+def _bad(message: str) -> APIError:
+    return APIError(400, message)
+
+
+def _check_model(model_name: str, model_version: str | None) -> None:
+    if model_name != MODEL_NAME:
+        raise APIError(404, f"unknown model {model_name[:64]!r}; this server serves {MODEL_NAME!r}")
+    current = state()
+    current.require_model()
+    if model_version is not None and model_version != current.holder.model.version:
+        raise APIError(404, f"unknown version {model_version[:64]!r} of {MODEL_NAME!r}; "
+                            f"serving {current.holder.model.version!r}")
+
+
+@bp.get("/health/live")
+def live() -> Response:
+    return jsonify(live=True)
+
+
+@bp.get("/health/ready")
+def ready() -> Response:
+    readiness = state().holder.readiness()
+    if not readiness.ready:
+        raise APIError(503, readiness.reason)
+    return jsonify(ready=True)
+
+
+@bp.get("")
+def server_metadata() -> Response:
+    return jsonify(name="wine-quality", version=__version__, extensions=[])
+
+
+def model_metadata(model_name: str, model_version: str | None = None) -> Response:
+    _check_model(model_name, model_version)
+    model = state().holder.model
+    return jsonify(
+        name=MODEL_NAME,
+        versions=[model.version],
+        platform="onnxruntime_onnx" if model.runtime == "onnx" else "sklearn",
+        inputs=[{"name": TENSOR_INPUT, "datatype": "FP64", "shape": [-1, len(FEATURES)],
+                 "parameters": {"columns": list(FEATURE_NAMES)}}],
+        outputs=[{"name": "quality", "datatype": "FP64", "shape": [-1]},
+                 {"name": "grade", "datatype": "INT64", "shape": [-1]}],
+    )
+
+
+def model_ready(model_name: str, model_version: str | None = None) -> Response:
+    _check_model(model_name, model_version)
+    readiness = state().holder.readiness()
+    if not readiness.ready:
+        raise APIError(503, readiness.reason)
+    return jsonify(name=MODEL_NAME, ready=True)
+
+
+def _numbers(data: Any, count: int, where: str) -> np.ndarray:
+    """The tensor's data (flat or nested, row-major) as float64; every element must be a number."""
+    if not isinstance(data, list):
+        raise _bad(f"{where}: 'data' must be an array")
+    flat = data
+    if any(isinstance(v, list) for v in data):
+        flat = []
+        stack = [iter(data)]
+        while stack:  # depth-first flatten, bounded by the JSON nesting the parser accepted
+            for value in stack[-1]:
+                if isinstance(value, list):
+                    stack.append(iter(value))
+                    break
+                flat.append(value)
+            else:
+                stack.pop()
+    for value in flat:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(f"{where}: every element must be a number")
+    if len(flat) != count:
+        raise _bad(f"{where}: 'data' has {len(flat)} elements but the shape needs {count}")
+    try:
+        return np.array(flat, dtype=np.float64)
+    except OverflowError:
+        raise _bad(f"{where}: a number is too large") from None
+
+
+def _shape(tensor: Mapping[str, Any], where: str) -> list[int]:
+    shape = tensor.get("shape")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise _bad(f"{where}: 'shape' must be a non-empty array of non-negative integers")
+    return shape
+
+
+def _check_tensor(tensor: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(tensor, Mapping):
+        raise _bad(f"{where}: must be an object with name, shape, datatype and data")
+    datatype = tensor.get("datatype")
+    if datatype not in DATATYPES:
+        raise _bad(f"{where}: datatype must be one of {', '.join(DATATYPES)}")
+    if "data" not in tensor:
+        raise _bad(f"{where}: 'data' is missing")
+    return tensor
+
+
+def _rows_from_tensor(tensor: Mapping[str, Any], max_rows: int) -> np.ndarray:
+    where = f"input {str(tensor.get('name'))[:64]!r}"
+    shape = _shape(tensor, where)
+    if len(shape) != 2 or shape[1] != len(FEATURES):
+        raise _bad(f"{where}: shape must be [N, {len(FEATURES)}], features in the documented order")
+    if shape[0] > max_rows:
+        raise too_many_rows(shape[0], max_rows)
+    return _numbers(tensor["data"], prod(shape), where).reshape(shape)
+
+
+def _rows_from_named(inputs: list[Mapping[str, Any]], max_rows: int) -> np.ndarray:
+    columns: dict[int, np.ndarray] = {}
+    for tensor in inputs:
+        name = tensor.get("name")
+        feature = resolve(name) if isinstance(name, str) else None
+        where = f"input {str(name)[:64]!r}"
+        if feature is None:
+            raise _bad(f"{where}: not a feature name")
+        if index_of(feature) in columns:
+            raise _bad(f"{where}: feature given twice")
+        shape = _shape(tensor, where)
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise _bad(f"{where}: shape must be [N] or [N, 1]")
+        if shape[0] > max_rows:
+            raise too_many_rows(shape[0], max_rows)
+        columns[index_of(feature)] = _numbers(tensor["data"], prod(shape), where)
+    missing = [f.name for i, f in enumerate(FEATURES) if i not in columns]
+    if missing:
+        raise _bad(f"missing inputs: {', '.join(missing)}")
+    lengths = {len(c) for c in columns.values()}
+    if len(lengths) != 1:
+        raise _bad("all named inputs must have the same length N")
+    return np.column_stack([columns[i] for i in range(len(FEATURES))])
+
+
+def _parse_request(max_rows: int) -> tuple[Mapping[str, Any], np.ndarray]:
+    if request.mimetype and request.mimetype != "application/json":
+        raise APIError(415, f"Content-Type {request.mimetype!r} is not supported; "
+                            "send application/json")
+    try:
+        body = json.loads(request.get_data(cache=False).decode("utf-8-sig"))
+    except (ValueError, RecursionError) as exc:
+        raise _bad(f"malformed JSON body: {str(exc)[:200]}") from None
+    inputs = body.get("inputs") if isinstance(body, Mapping) else None
+    if not isinstance(inputs, list) or not inputs:
+        raise _bad("the body must be an object with a non-empty 'inputs' array")
+    inputs = [_check_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    if len(inputs) == 1:
+        rows = _rows_from_tensor(inputs[0], max_rows)
+    else:
+        rows = _rows_from_named(inputs, max_rows)
+    if len(rows) == 0:
+        raise _bad("the batch is empty (N = 0)")
+    validate_rows(rows)
+    return body, rows
+
+
+def _requested_outputs(body: Mapping[str, Any]) -> list[str]:
+    wanted = body.get("outputs")
+    if wanted is None:
+        return list(OUTPUTS)
+    if not isinstance(wanted, list) or not all(isinstance(o, Mapping) for o in wanted):
+        raise _bad("'outputs' must be an array of objects with a name")
+    names = [o.get("name") for o in wanted]
+    unknown = [str(n)[:64] for n in names if n not in OUTPUTS]
+    if unknown:
+        raise _bad(f"unknown outputs {unknown}; available: {', '.join(OUTPUTS)}")
+    return names
+
+
+def infer(model_name: str, model_version: str | None = None) -> Response:
+    _check_model(model_name, model_version)
+    current = state()
+    try:
+        body, rows = _parse_request(current.settings.max_batch_rows)
+    except InputError as exc:
+        status = 413 if exc.status == 413 else 400
+        raise APIError(status, exc.message, details=exc.details) from None
+    names = _requested_outputs(body)
+    prediction = current.predict(rows)
+    tensors = {
+        "quality": {"name": "quality", "datatype": "FP64", "shape": [len(rows)],
+                    "data": prediction.quality.tolist()},
+        "grade": {"name": "grade", "datatype": "INT64", "shape": [len(rows)],
+                  "data": prediction.grade.tolist()},
+    }
+    response: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": prediction.model_version}
+    if isinstance(body.get("id"), str):
+        response["id"] = body["id"]
+    warnings = [f"row {i}: {w}" for i, ws in enumerate(prediction.warnings) for w in ws]
+    if warnings:
+        response["parameters"] = {"warnings": warnings[:100]}
+    response["outputs"] = [tensors[n] for n in names]
+    return jsonify(response)
+
+
+for _rule in MODEL_ROUTES:
+    bp.add_url_rule(_rule, view_func=model_metadata, methods=["GET"])
+    bp.add_url_rule(f"{_rule}/ready", view_func=model_ready, methods=["GET"])
+    bp.add_url_rule(f"{_rule}/infer", view_func=infer, methods=["POST"])

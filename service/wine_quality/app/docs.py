@@ -1,0 +1,291 @@
+"""The OpenAPI 3 description of the service (/openapi.json) and a readable page of it (/docs).
+
+The feature schemas are generated from `features.py` (names, units, physical bounds) and the
+limits from the settings, so the spec cannot drift from what the service enforces. The /docs
+page is rendered on the server from the same spec: no JavaScript, no CDN, no inline styles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template_string
+
+from wine_quality import MODEL_NAME, __version__
+from wine_quality.app.state import state
+from wine_quality.features import FEATURE_NAMES, FEATURES
+from wine_quality.settings import Settings
+
+bp = Blueprint("docs", __name__)
+
+_REF = "#/components/schemas/"
+
+
+def _feature_schemas(key_attr: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [getattr(f, key_attr) for f in FEATURES],
+        "properties": {
+            getattr(f, key_attr): {
+                "type": "number", "minimum": f.minimum, "maximum": f.maximum,
+                "description": f"{f.description} Unit: {f.unit}.",
+            }
+            for f in FEATURES
+        },
+    }
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["status", "code", "message"],
+            "properties": {
+                "status": {"type": "integer"},
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "row": {"type": ["integer", "null"],
+                                "description": "0-based row (JSON) or file line (CSV)."},
+                        "field": {"type": ["string", "null"]},
+                        "problem": {"type": "string"},
+                    },
+                }},
+            },
+        }},
+    }
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    prediction = {
+        "type": "object", "required": ["quality", "grade", "warnings"],
+        "properties": {
+            "quality": {"type": "number", "description": "Predicted quality (0-10 scale)."},
+            "grade": {"type": "integer", "minimum": 0, "maximum": 10,
+                      "description": "Quality rounded half up, clipped to 0-10."},
+            "warnings": {"type": "array", "items": {"type": "string"},
+                         "description": "Inputs outside the training range (still served)."},
+        },
+    }
+    tensor = {
+        "type": "object", "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"type": "string"},
+            "data": {"type": "array"},
+            "parameters": {"type": "object"},
+        },
+    }
+    return {
+        "Wine": _feature_schemas("name"),
+        "WineSnakeCase": _feature_schemas("key"),
+        "WineInput": {"oneOf": [{"$ref": _REF + "Wine"}, {"$ref": _REF + "WineSnakeCase"}],
+                      "description": "The 11 features, named as in the data set or in snake_case."},
+        "Batch": {
+            "type": "object", "required": ["instances"], "additionalProperties": False,
+            "properties": {"instances": {
+                "type": "array", "minItems": 1, "maxItems": settings.max_batch_rows,
+                "items": {"$ref": _REF + "WineInput"}}},
+        },
+        "Prediction": prediction,
+        "SinglePrediction": {"allOf": [
+            {"$ref": _REF + "Prediction"},
+            {"type": "object", "required": ["model_version"],
+             "properties": {"model_version": {"type": "string"}}},
+        ]},
+        "BatchPrediction": {
+            "type": "object", "required": ["model_version", "count", "predictions"],
+            "properties": {
+                "model_version": {"type": "string"}, "count": {"type": "integer"},
+                "predictions": {"type": "array", "items": {"$ref": _REF + "Prediction"}},
+            },
+        },
+        "Error": _error_schema(),
+        "V2Error": {"type": "object", "required": ["error"],
+                    "properties": {"error": {"type": "string"}}},
+        "InferenceTensor": tensor,
+        "InferenceRequest": {
+            "type": "object", "required": ["inputs"],
+            "properties": {
+                "id": {"type": "string"},
+                "inputs": {"type": "array", "minItems": 1,
+                           "items": {"$ref": _REF + "InferenceTensor"}},
+                "outputs": {"type": "array", "items": {
+                    "type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string", "enum": ["quality", "grade"]}}}},
+                "parameters": {"type": "object"},
+            },
+        },
+        "InferenceResponse": {
+            "type": "object", "required": ["model_name", "outputs"],
+            "properties": {
+                "model_name": {"type": "string"}, "model_version": {"type": "string"},
+                "id": {"type": "string"},
+                "parameters": {"type": "object"},
+                "outputs": {"type": "array", "items": {"$ref": _REF + "InferenceTensor"}},
+            },
+        },
+    }
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF + schema}}}
+
+
+def _errors(*statuses: int, v2: bool = False) -> dict[str, Any]:
+    text = {400: "Malformed body.", 404: "Unknown model or version.",
+            413: "Body or batch too large.", 415: "Unsupported Content-Type.",
+            422: "Invalid input; every problem listed.",
+            503: "Model not loaded, or shutting down."}
+    return {str(s): {"description": text[s], "content": _json("V2Error" if v2 else "Error")}
+            for s in statuses}
+
+
+def _v1_paths(settings: Settings) -> dict[str, Any]:
+    csv_help = (f"Header row of feature names (either spelling, any order; a `quality` column is "
+                f"ignored), ',' or ';' separated, at most {settings.max_batch_rows} rows.")
+    predict = {
+        "summary": "Predict the quality of one wine, a JSON batch or a CSV batch",
+        "description": (
+            "A JSON object with the 11 features gives one prediction; `{\"instances\": [...]}` "
+            "gives one per row, in order; a `text/csv` body gives one per row, as CSV when the "
+            "`Accept` header prefers `text/csv`. Values outside the physical bounds are rejected "
+            "(422); values outside the training range are served with a warning. Batches above "
+            f"{settings.max_batch_rows} rows get 413; bodies above {settings.max_body_bytes} "
+            "bytes get 413."),
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"oneOf": [{"$ref": _REF + "WineInput"},
+                                                      {"$ref": _REF + "Batch"}]}},
+            "text/csv": {"schema": {"type": "string", "description": csv_help}},
+        }},
+        "responses": {
+            "200": {"description": "Predictions.", "content": {
+                "application/json": {"schema": {"oneOf": [{"$ref": _REF + "SinglePrediction"},
+                                                          {"$ref": _REF + "BatchPrediction"}]}},
+                "text/csv": {"schema": {"type": "string",
+                                        "description": "quality,grade,model_version,warnings"}},
+            }},
+            **_errors(400, 413, 415, 422, 503),
+        },
+    }
+    status = {"type": "object", "properties": {"status": {"type": "string"}}}
+    return {
+        "/healthz": {"get": {"summary": "Liveness", "responses": {
+            "200": {"description": "The process serves HTTP.",
+                    "content": {"application/json": {"schema": status}}}}}},
+        "/readyz": {"get": {"summary": "Readiness", "description": (
+            "200 once the verified model is loaded; 503 with the reason otherwise and from the "
+            "moment shutdown begins."), "responses": {
+            "200": {"description": "Ready.", "content": {"application/json": {"schema": status}}},
+            **_errors(503)}}},
+        "/v1/model": {"get": {"summary": "Model metadata", "description": (
+            "Name, version, algorithm, training time, data hash, metrics and the feature schema "
+            "with units, physical bounds and training ranges."), "responses": {
+            "200": {"description": "Metadata.",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            **_errors(503)}}},
+        "/v1/predict": {"post": {**predict, "operationId": "predict"}},
+        "/predict": {"post": {**predict, "operationId": "predictLegacy",
+                              "description": "Same as /v1/predict (the seed paper's URL)."}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "Prometheus text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    }
+
+
+def _v2_paths() -> dict[str, Any]:
+    model = f"/v2/models/{MODEL_NAME}"
+    ok = {"200": {"description": "OK.",
+                  "content": {"application/json": {"schema": {"type": "object"}}}}}
+    infer_help = (
+        "Open Inference Protocol v2. Either one FP32/FP64 input of shape [N, 11] whose columns "
+        f"are, in order: {', '.join(FEATURE_NAMES)}; or 11 inputs of shape [N] named after the "
+        "features (either spelling). Outputs: `quality` (FP64) and `grade` (INT64), shape [N].")
+    return {
+        "/v2": {"get": {"summary": "Server metadata (OIP v2)", "responses": ok}},
+        "/v2/health/live": {"get": {"summary": "Server live (OIP v2)", "responses": ok}},
+        "/v2/health/ready": {"get": {"summary": "Server ready (OIP v2)",
+                                     "responses": {**ok, **_errors(503, v2=True)}}},
+        model: {"get": {"summary": "Model metadata (OIP v2)",
+                        "responses": {**ok, **_errors(503, v2=True)}}},
+        f"{model}/ready": {"get": {"summary": "Model ready (OIP v2)",
+                                   "responses": {**ok, **_errors(503, v2=True)}}},
+        f"{model}/infer": {"post": {
+            "summary": "Inference (OIP v2)", "description": infer_help,
+            "requestBody": {"required": True, "content": _json("InferenceRequest")},
+            "responses": {"200": {"description": "Predictions.",
+                                  "content": _json("InferenceResponse")},
+                          "400": {"description": "Bad request (any invalid input).",
+                                  "content": _json("V2Error")},
+                          **_errors(413, 415, 503, v2=True)}}},
+    }
+
+
+def openapi_spec(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route, generated from features.py and the settings."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wine-quality",
+            "version": __version__,
+            "description": "Predicts the quality of red wine from 11 physico-chemical "
+                           "measurements.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "paths": {**_v1_paths(settings), **_v2_paths()},
+        "components": {"schemas": _schemas(settings)},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    return jsonify(openapi_spec(state().settings))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ spec.info.title }} API {{ spec.info.version }}</title>
+<link rel="stylesheet" href="{{ url_for('docs.stylesheet') }}"></head>
+<body><main>
+<h1>{{ spec.info.title }} API <small>{{ spec.info.version }}</small></h1>
+<p>{{ spec.info.description }} Machine-readable: <a href="/openapi.json">/openapi.json</a>.</p>
+<h2>Endpoints</h2>
+{% for path, item in spec.paths.items() %}{% for method, op in item.items() %}
+<section><h3><code class="method">{{ method|upper }}</code> <code>{{ path }}</code></h3>
+<p>{{ op.summary }}{% if op.description %}. {{ op.description }}{% endif %}</p>
+<p>Responses: {% for status, r in op.responses.items() %}<code>{{ status }}</code>
+{{ r.description }} {% endfor %}</p></section>
+{% endfor %}{% endfor %}
+<h2>Features</h2>
+<p>Send each under its name or its snake_case key. Values outside the physical bounds are rejected;
+values outside the training range are served with a warning.</p>
+<table><thead><tr><th>name</th><th>key</th><th>unit</th><th>bounds</th><th>meaning</th></tr></thead>
+<tbody>{% for f in features %}<tr><td>{{ f.name }}</td><td><code>{{ f.key }}</code></td>
+<td>{{ f.unit }}</td><td>{{ f.minimum }} to {{ f.maximum }}</td><td>{{ f.description }}</td></tr>
+{% endfor %}</tbody></table>
+</main></body></html>
+"""
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
+main{max-width:60rem;margin:auto;padding:1rem}
+section{border-top:1px solid #ddd;padding:.25rem 0}
+code{background:#eee;padding:0 .2rem;border-radius:3px}
+code.method{background:#5a1a2b;color:#fff}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #ddd;padding:.3rem;text-align:left}
+small{color:#666;font-weight:normal}
+"""
+
+
+@bp.get("/docs")
+def docs_page() -> str:
+    return render_template_string(_PAGE, spec=openapi_spec(state().settings), features=FEATURES)
+
+
+@bp.get("/docs/docs.css")
+def stylesheet() -> Response:
+    return Response(_CSS, mimetype="text/css")

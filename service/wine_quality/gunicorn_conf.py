@@ -1,0 +1,123 @@
+"""gunicorn configuration of the service, every value from the environment (wine_quality.settings).
+
+    gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'
+
+- Listens on 0.0.0.0:$PORT with $GUNICORN_WORKERS workers of $GUNICORN_THREADS threads each.
+- Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is exported here, before any worker imports
+  prometheus_client, and emptied when the server starts; a dead worker's live gauges are removed.
+- Access log: one JSON object per line on stdout, with the request id the app returns.
+- Graceful shutdown: on SIGTERM each worker turns /readyz to 503 at once, keeps serving for
+  $GUNICORN_SHUTDOWN_DELAY seconds (so Kubernetes can take the pod out of its endpoints), then stops
+  accepting and finishes the requests in flight; the arbiter waits up to $GUNICORN_GRACEFUL_TIMEOUT.
+- Writes nothing outside /dev/shm and the metrics directory, so a read-only root file system works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from wine_quality.settings import Settings, integer, raw
+
+_settings = Settings.from_env()  # fails fast, naming the variable, on a bad value
+
+bind = f"0.0.0.0:{integer('PORT')}"
+workers = integer("GUNICORN_WORKERS")
+threads = integer("GUNICORN_THREADS")
+timeout = integer("GUNICORN_TIMEOUT")
+graceful_timeout = integer("GUNICORN_GRACEFUL_TIMEOUT")
+shutdown_delay = integer("GUNICORN_SHUTDOWN_DELAY", minimum=0)
+loglevel = _settings.log_level
+accesslog = "-"  # stdout
+errorlog = "-"
+logger_class = "wine_quality.gunicorn_conf.JsonAccessLogger"
+reload = False
+preload_app = False  # every worker loads (and verifies) the model itself, after the fork
+control_socket_disable = True  # it would need a writable $HOME or $XDG_RUNTIME_DIR
+# Heartbeat files: a tmpfs avoids fchmod stalls on disk-backed /tmp (gunicorn's advice).
+_SHM = "/dev/shm"  # noqa: S108 - a tmpfs, used for gunicorn's heartbeat files only
+worker_tmp_dir = _SHM if os.access(_SHM, os.W_OK) else None
+
+METRICS_DIR = Path(raw("PROMETHEUS_MULTIPROC_DIR"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+
+if graceful_timeout <= shutdown_delay:
+    raise ValueError(f"GUNICORN_GRACEFUL_TIMEOUT={graceful_timeout} must be larger than "
+                     f"GUNICORN_SHUTDOWN_DELAY={shutdown_delay}")
+
+
+def on_starting(server: Any) -> None:
+    """Start with an empty metrics directory: files of a previous run would be summed in."""
+    if METRICS_DIR.is_dir():
+        for entry in METRICS_DIR.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Replace the worker's SIGTERM handler: readiness off now, stop accepting after the delay."""
+    stopping = threading.Event()
+
+    def stop_accepting() -> None:
+        worker.log.info("worker %s: shutdown delay over, finishing requests in flight", worker.pid)
+        worker.handle_exit(signal.SIGTERM, None)  # gunicorn's own: exit after this request
+        os.write(worker.PIPE[1], b"1")  # wake the worker's select() so it notices at once
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        from wine_quality.model_holder import begin_shutdown
+
+        begin_shutdown()
+        worker.log.info("worker %s: SIGTERM, readiness is 503; serving %s s more",
+                        worker.pid, shutdown_delay)
+        timer = threading.Timer(shutdown_delay, stop_accepting)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)
+    worker.log.info("worker %s: booted", worker.pid)
+
+
+class JsonAccessLogger(Logger):
+    """gunicorn's logger, with access lines as JSON objects (one per line)."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        headers = {name.lower(): value for name, value in (resp.headers or [])}
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "type": "access",
+            "request_id": headers.get("x-request-id", "-"),
+            "remote": environ.get("REMOTE_ADDR", "-"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "query": environ.get("QUERY_STRING") or None,
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 3),
+            "user_agent": environ.get("HTTP_USER_AGENT"),
+            "pid": os.getpid(),
+        }
+        self.access_log.info(json.dumps(line, separators=(",", ":")))

@@ -1,0 +1,83 @@
+"""The one place a process keeps its loaded model, and whether it should receive traffic.
+
+A gunicorn worker loads the artifact once, through the verified loader
+(`wine_quality.artifact.load_artifact`: checksum, versions, reference predictions). When that
+fails the worker keeps running, logs the reason and answers `/readyz` with 503 and the reason,
+so a broken artifact is visible instead of a silent crash loop. SIGTERM calls `begin_shutdown()`,
+which turns readiness to 503 at once while in-flight and new requests are still served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wine_quality.inputs import TrainingRange
+
+log = logging.getLogger(__name__)
+
+_HOLDERS: weakref.WeakSet[ModelHolder] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+class ModelHolder:
+    """Holds one LoadedModel (or the reason there is none) and the shutdown flag."""
+
+    def __init__(self, model: Any = None, error: str | None = None):
+        self.model = model
+        self.error = error
+        self.training_range = TrainingRange(model.metadata if model is not None else {})
+        self._shutting_down = threading.Event()
+        _HOLDERS.add(self)
+
+    @classmethod
+    def load(cls, model_dir: Path, runtime: str) -> ModelHolder:
+        """Load the artifact; never raises: a failure is kept as the reason for /readyz."""
+        try:
+            from wine_quality.artifact import load_artifact
+
+            model = load_artifact(Path(model_dir), runtime)
+        except Exception as exc:  # any failure must keep the worker up and say why
+            reason = f"model not loaded: {exc}"
+            log.error("%s", reason)
+            return cls(error=reason)
+        log.info("model %s loaded from %s (%s, runtime %s) in %.3f s", model.version, model_dir,
+                 model.algorithm, model.runtime, model.load_seconds)
+        if model.fallback_reason:
+            log.warning("serving with the %s runtime: %s", model.runtime, model.fallback_reason)
+        return cls(model=model)
+
+    def begin_shutdown(self) -> None:
+        self._shutting_down.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down.is_set()
+
+    def readiness(self) -> Readiness:
+        if self.shutting_down:
+            return Readiness(False, "shutting down")
+        if self.model is None:
+            return Readiness(False, self.error or "model not loaded")
+        return Readiness(True, "model loaded")
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Predicted quality for float64 rows [n, 11] in FEATURES order, as float64 [n]."""
+        return np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1)
+
+
+def begin_shutdown() -> None:
+    """Turn readiness to 503 in every holder of this process (called from the SIGTERM handler)."""
+    for holder in list(_HOLDERS):
+        holder.begin_shutdown()

@@ -1,0 +1,272 @@
+"""The v1 API through Flask's test client, around a real trained and verified model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from wine_quality.app import create_app
+from wine_quality.app.metrics import observe_many
+from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES, FEATURES
+from wine_quality.settings import Settings
+
+# The seed paper's curl example (first row of the red-wine file).
+WINE = dict(zip(FEATURE_NAMES, (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4),
+                strict=True))
+OTHER = dict(zip(FEATURE_NAMES, (7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8),
+                 strict=True))
+
+
+def expected(loaded_model, *wines):
+    return loaded_model.predict(np.array([list(w.values()) for w in wines], dtype=np.float64))
+
+
+def metric(client, line_start: str) -> float:
+    """The value of the first /metrics sample whose line starts with `line_start` (0 if absent)."""
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_healthz_and_readyz(api_client, loaded_model):
+    assert api_client.get("/healthz").json == {"status": "ok"}
+    ready = api_client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["model_version"] == loaded_model.version
+
+
+def test_model_metadata_has_schema_with_units_bounds_and_training_ranges(api_client, loaded_model):
+    body = api_client.get("/v1/model").json
+    for key in ("name", "version", "algorithm", "trained_at", "data", "metrics"):
+        assert body[key] == loaded_model.metadata[key]
+    assert "reference" not in body
+    assert [f["name"] for f in body["features"]] == list(FEATURE_NAMES)
+    for served, feature in zip(body["features"], FEATURES, strict=True):
+        assert served["unit"] == feature.unit
+        assert served["minimum"] == feature.minimum and served["maximum"] == feature.maximum
+        assert served["train_min"] <= served["train_max"]
+    assert body["serving"]["runtime"] == loaded_model.runtime
+
+
+@pytest.mark.parametrize("url", ["/predict", "/v1/predict"])
+def test_single_prediction(api_client, loaded_model, url):
+    response = api_client.post(url, json=WINE)
+    assert response.status_code == 200
+    body = response.json
+    want = float(expected(loaded_model, WINE)[0])
+    assert body["quality"] == pytest.approx(want, abs=1e-6)
+    assert 3 <= body["quality"] <= 8
+    assert body["grade"] == int(np.floor(want + 0.5))
+    assert body["model_version"] == loaded_model.version
+    assert body["warnings"] == []
+
+
+def test_snake_case_names_give_the_same_prediction(api_client):
+    snake = dict(zip(FEATURE_KEYS, WINE.values(), strict=True))
+    by_key = api_client.post("/predict", json=snake).json
+    assert by_key == api_client.post("/predict", json=WINE).json
+
+
+def test_batch_predictions_come_back_in_order(api_client, loaded_model):
+    body = api_client.post("/v1/predict", json={"instances": [WINE, OTHER, WINE]}).json
+    assert body["count"] == 3
+    got = [p["quality"] for p in body["predictions"]]
+    np.testing.assert_allclose(got, expected(loaded_model, WINE, OTHER, WINE), atol=1e-6)
+    assert got[0] == got[2] != got[1]
+
+
+def _csv(wines, delimiter=","):
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter)
+    writer.writerow(FEATURE_NAMES)
+    writer.writerows([list(w.values()) for w in wines])
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_csv_batch_answers_json_by_default(api_client, loaded_model, delimiter):
+    response = api_client.post("/v1/predict", data=_csv([WINE, OTHER], delimiter),
+                               content_type="text/csv")
+    assert response.status_code == 200
+    got = [p["quality"] for p in response.json["predictions"]]
+    np.testing.assert_allclose(got, expected(loaded_model, WINE, OTHER), atol=1e-6)
+
+
+def test_csv_batch_answers_csv_when_accepted(api_client, loaded_model):
+    response = api_client.post("/v1/predict", data=_csv([WINE, OTHER]), content_type="text/csv",
+                               headers={"Accept": "text/csv"})
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert [r["model_version"] for r in rows] == [loaded_model.version] * 2
+    np.testing.assert_allclose([float(r["quality"]) for r in rows],
+                               expected(loaded_model, WINE, OTHER), atol=1e-6)
+    assert [int(r["grade"]) for r in rows] == [int(np.floor(q + 0.5))
+                                               for q in expected(loaded_model, WINE, OTHER)]
+
+
+def test_the_whole_uci_file_as_csv(api_client, loaded_model, data_source):
+    text = (data_source / "winequality-red.csv").read_text()
+    response = api_client.post("/v1/predict", data=text, content_type="text/csv")
+    assert response.status_code == 200
+    rows = np.loadtxt(io.StringIO(text), delimiter=";", skiprows=1)[:, :11]
+    got = [p["quality"] for p in response.json["predictions"]]
+    np.testing.assert_allclose(got, loaded_model.predict(rows), atol=1e-6)
+
+
+def test_out_of_training_range_is_served_with_a_warning_and_counted(api_client, loaded_model):
+    train_max = next(f["train_max"] for f in loaded_model.metadata["features"]
+                     if f["name"] == "alcohol")
+    high = {**WINE, "alcohol": min(train_max + 1.0, 24.9)}
+    before = metric(api_client, 'wine_quality_out_of_range_total{feature="alcohol"}')
+    response = api_client.post("/predict", json=high)
+    assert response.status_code == 200
+    assert len(response.json["warnings"]) == 1
+    assert response.json["warnings"][0].startswith("alcohol ")
+    assert "above the training range" in response.json["warnings"][0]
+    after = metric(api_client, 'wine_quality_out_of_range_total{feature="alcohol"}')
+    assert after == before + 1
+
+
+def test_prediction_metrics(api_client, loaded_model):
+    api_client.post("/predict", json=WINE)
+    api_client.post("/v1/predict", json={"instances": [WINE, OTHER, WINE]})
+    assert metric(api_client, "wine_quality_predictions_total ") == 4
+    assert metric(api_client, "wine_quality_batch_rows_count ") == 2
+    assert metric(api_client, "wine_quality_predicted_quality_count ") == 4
+    assert metric(api_client, 'flask_http_request_duration_seconds_count{method="POST",'
+                              'path="/v1/predict",status="200"}') == 1
+    info = (f'wine_quality_model_info{{algorithm="{loaded_model.algorithm}",'
+            f'runtime="{loaded_model.runtime}",version="{loaded_model.version}"}}')
+    assert metric(api_client, info) == 1
+    assert metric(api_client, "wine_quality_model_load_seconds ") == pytest.approx(
+        loaded_model.load_seconds)
+
+
+def test_unknown_urls_share_one_metric_label(api_client):
+    api_client.get("/no/such/page")
+    api_client.get("/another/one")
+    text = api_client.get("/metrics").get_data(as_text=True)
+    assert 'path="unmatched",status="404"} 2.0' in text
+    assert "/no/such/page" not in text
+
+
+def test_observe_many_matches_observing_one_by_one():
+    values = np.array([2.0, 3.0, 3.2, 5.5, 5.50001, 6.0, 9.5, 11.0, 4.0])
+    buckets = (3.0, 4.0, 5.5, 6.0, 9.0)
+    one, many = CollectorRegistry(), CollectorRegistry()
+    single = Histogram("h", "h", buckets=buckets, registry=one)
+    bulk = Histogram("h", "h", buckets=buckets, registry=many)
+    for value in values:
+        single.observe(value)
+    observe_many(bulk, values)
+    samples = lambda registry: {(s.name, tuple(s.labels.items())): s.value  # noqa: E731
+                                for m in registry.collect() for s in m.samples
+                                if not s.name.endswith("_created")}
+    bulk_samples, single_samples = samples(many), samples(one)
+    assert bulk_samples.pop(("h_sum", ())) == pytest.approx(single_samples.pop(("h_sum", ())))
+    assert bulk_samples == single_samples
+
+
+def test_request_id_is_echoed_or_generated(api_client):
+    given = api_client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123"
+    generated = api_client.get("/healthz")
+    assert len(generated.headers["X-Request-ID"]) == 32
+    unsafe = api_client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert unsafe.headers["X-Request-ID"] != "bad id\twith spaces"
+
+
+def test_shutdown_turns_readiness_off_but_keeps_serving(make_app):
+    app = make_app()
+    client = app.test_client()
+    app.extensions["wine_quality"].holder.begin_shutdown()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["error"]["message"] == "shutting down"
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/predict", json=WINE).status_code == 200
+
+
+def test_missing_artifact_keeps_the_app_up_with_the_reason(tmp_path):
+    app = create_app(Settings.from_env({}).replace(model_dir=tmp_path / "nothing-here"))
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "nothing-here" in ready.json["error"]["message"]
+    assert client.post("/predict", json=WINE).status_code == 503
+    assert client.get("/v1/model").status_code == 503
+    assert client.get("/v2/health/ready").json["error"]
+    assert client.get("/metrics").status_code == 200
+
+
+def test_tampered_artifact_is_refused_with_the_reason(tmp_path, model_dir):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    model_file = copy / "model.joblib"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    client = create_app(Settings.from_env({}).replace(model_dir=copy)).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "sha256" in ready.json["error"]["message"]
+
+
+def test_openapi_spec_is_generated_from_the_feature_module(make_app):
+    client = make_app(max_batch_rows=123).test_client()
+    spec = client.get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    wine = spec["components"]["schemas"]["Wine"]
+    assert list(wine["properties"]) == list(FEATURE_NAMES)
+    assert wine["required"] == list(FEATURE_NAMES)
+    for feature in FEATURES:
+        prop = wine["properties"][feature.name]
+        assert (prop["minimum"], prop["maximum"]) == (feature.minimum, feature.maximum)
+        assert feature.unit in prop["description"]
+    assert list(spec["components"]["schemas"]["WineSnakeCase"]["properties"]) == list(FEATURE_KEYS)
+    assert spec["components"]["schemas"]["Batch"]["properties"]["instances"]["maxItems"] == 123
+    routes = {str(rule) for rule in client.application.url_map.iter_rules()
+              if rule.endpoint != "static"}
+    documented = set(spec["paths"])
+    for path in ("/healthz", "/readyz", "/v1/model", "/v1/predict", "/predict", "/metrics",
+                 "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/wine-quality",
+                 "/v2/models/wine-quality/ready", "/v2/models/wine-quality/infer"):
+        assert path in documented
+    assert {"/openapi.json", "/docs", "/v1/predict", "/predict"} <= routes
+
+
+def test_docs_page_is_self_contained(api_client):
+    response = api_client.get("/docs")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    for name in FEATURE_NAMES:
+        assert name in html
+    assert "/v2/models/wine-quality/infer" in html
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html and "<style" not in html
+    assert api_client.get("/docs/docs.css").mimetype == "text/css"
+
+
+@pytest.mark.parametrize("runtime", ["sklearn", "onnx"])
+def test_the_hot_path_emits_no_warnings(model_dir, runtime):
+    from wine_quality.artifact import load_artifact
+
+    model = load_artifact(model_dir, runtime)
+    if model.runtime != runtime:
+        pytest.skip(f"the artifact has no {runtime} runtime ({model.fallback_reason})")
+    client = create_app(Settings.from_env({}), model=model).test_client()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert client.post("/predict", json=WINE).status_code == 200
+        assert client.post("/v1/predict", json={"instances": [WINE, OTHER]}).status_code == 200
+    assert [str(w.message) for w in caught] == []

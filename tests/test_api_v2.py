@@ -1,0 +1,128 @@
+"""Open Inference Protocol v2 routes through Flask's test client, around a real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES
+
+ROWS = [[7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4],
+        [7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8],
+        [11.2, 0.28, 0.56, 1.9, 0.075, 17.0, 60.0, 0.998, 3.16, 0.58, 9.8]]
+INFER = "/v2/models/wine-quality/infer"
+
+
+def tensor(rows=ROWS, datatype="FP64", nested=True, name="input-0"):
+    data = rows if nested else [v for row in rows for v in row]
+    return {"name": name, "shape": [len(rows), 11], "datatype": datatype, "data": data}
+
+
+def named(rows=ROWS, names=FEATURE_NAMES, shape_extra=()):
+    return [{"name": n, "shape": [len(rows), *shape_extra], "datatype": "FP32",
+             "data": [row[i] for row in rows]} for i, n in enumerate(names)]
+
+
+def test_health_and_metadata(api_client, loaded_model):
+    assert api_client.get("/v2/health/live").json == {"live": True}
+    assert api_client.get("/v2/health/ready").json == {"ready": True}
+    server = api_client.get("/v2").json
+    assert server["name"] == "wine-quality" and "version" in server
+    model = api_client.get("/v2/models/wine-quality").json
+    assert model["name"] == "wine-quality"
+    assert model["versions"] == [loaded_model.version]
+    assert model["inputs"][0]["shape"] == [-1, 11]
+    assert model["inputs"][0]["parameters"]["columns"] == list(FEATURE_NAMES)
+    assert [o["name"] for o in model["outputs"]] == ["quality", "grade"]
+    assert api_client.get("/v2/models/wine-quality/ready").json["ready"] is True
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP32"])
+@pytest.mark.parametrize("nested", [True, False])
+def test_infer_with_one_tensor(api_client, loaded_model, datatype, nested):
+    response = api_client.post(INFER, json={"id": "req-7",
+                                            "inputs": [tensor(datatype=datatype, nested=nested)]})
+    assert response.status_code == 200
+    body = response.json
+    assert body["model_name"] == "wine-quality"
+    assert body["model_version"] == loaded_model.version
+    assert body["id"] == "req-7"
+    quality, grade = body["outputs"]
+    assert (quality["name"], quality["shape"], quality["datatype"]) == ("quality", [3], "FP64")
+    np.testing.assert_allclose(quality["data"], loaded_model.predict(np.array(ROWS)), atol=1e-9)
+    assert grade["data"] == [int(np.floor(q + 0.5)) for q in quality["data"]]
+
+
+@pytest.mark.parametrize("names", [FEATURE_NAMES, FEATURE_KEYS])
+@pytest.mark.parametrize("shape_extra", [(), (1,)])
+def test_infer_with_named_inputs_in_any_order(api_client, loaded_model, names, shape_extra):
+    inputs = list(reversed(named(names=names, shape_extra=shape_extra)))
+    body = api_client.post(INFER, json={"inputs": inputs}).json
+    np.testing.assert_allclose(body["outputs"][0]["data"], loaded_model.predict(np.array(ROWS)),
+                               atol=1e-9)
+
+
+def test_requested_outputs_and_versioned_route(api_client, loaded_model):
+    url = f"/v2/models/wine-quality/versions/{loaded_model.version}/infer"
+    body = api_client.post(url, json={"inputs": [tensor()], "outputs": [{"name": "grade"}]}).json
+    assert [o["name"] for o in body["outputs"]] == ["grade"]
+
+
+def test_out_of_training_range_rows_are_reported_as_parameters(api_client, loaded_model):
+    train_max = next(f["train_max"] for f in loaded_model.metadata["features"]
+                     if f["name"] == "alcohol")
+    rows = [[*ROWS[0][:10], min(train_max + 1.0, 24.9)]]
+    body = api_client.post(INFER, json={"inputs": [tensor(rows)]}).json
+    assert body["parameters"]["warnings"][0].startswith("row 0: alcohol")
+
+
+def bad_request(client, body, status=400):
+    response = client.post(INFER, json=body)
+    assert response.status_code == status, response.json
+    assert isinstance(response.json["error"], str) and response.json["error"]
+    return response.json["error"]
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    ({}, "inputs"),
+    ({"inputs": []}, "inputs"),
+    ({"inputs": [1]}, "object"),
+    ({"inputs": [{**tensor(), "datatype": "INT64"}]}, "datatype"),
+    ({"inputs": [{**tensor(), "datatype": "BYTES"}]}, "datatype"),
+    ({"inputs": [{**tensor(), "shape": [3, 10]}]}, "shape"),
+    ({"inputs": [{**tensor(), "shape": [2, 11]}]}, "elements"),
+    ({"inputs": [{**tensor(), "shape": "3x11"}]}, "shape"),
+    ({"inputs": [{k: v for k, v in tensor().items() if k != "data"}]}, "data"),
+    ({"inputs": [tensor([[*ROWS[0][:10], "9.4"]])]}, "number"),
+    ({"inputs": [tensor([[*ROWS[0][:10], True]])]}, "number"),
+    ({"inputs": [tensor([[*ROWS[0][:10], None]])]}, "number"),
+    ({"inputs": [tensor([[*ROWS[0][:10], 99.0]])]}, "alcohol"),
+    ({"inputs": named()[:10]}, "missing inputs: alcohol"),
+    ({"inputs": [*named()[:10], {**named()[10], "name": "colour"}]}, "colour"),
+    ({"inputs": [*named(), named()[0]]}, "twice"),
+    ({"inputs": [*named()[:10], {**named()[10], "shape": [2], "data": [9.4, 9.5]}]}, "length"),
+    ({"inputs": [tensor()], "outputs": [{"name": "colour"}]}, "outputs"),
+    ({"inputs": [{**tensor([]), "shape": [0, 11]}]}, "empty"),
+])
+def test_bad_requests_get_400_with_a_message(api_client, body, words):
+    assert words in bad_request(api_client, body)
+
+
+def test_too_many_rows_is_413(make_app):
+    client = make_app(max_batch_rows=2).test_client()
+    assert "limit is 2" in bad_request(client, {"inputs": [tensor()]}, status=413)
+
+
+def test_protocol_errors_use_the_protocol_body(api_client, loaded_model):
+    malformed = api_client.post(INFER, data="{not json", content_type="application/json")
+    assert malformed.status_code == 400
+    wrong_type = api_client.post(INFER, data="a,b", content_type="text/csv")
+    assert wrong_type.status_code == 415 and isinstance(wrong_type.json["error"], str)
+    unknown_model = api_client.post("/v2/models/red-wine/infer", json={"inputs": [tensor()]})
+    assert unknown_model.status_code == 404 and isinstance(unknown_model.json["error"], str)
+    unknown_version = api_client.get("/v2/models/wine-quality/versions/0.0.0-nope")
+    assert unknown_version.status_code == 404
+    wrong_method = api_client.get(INFER)
+    assert wrong_method.status_code == 405 and isinstance(wrong_method.json["error"], str)
+    unknown_route = api_client.get("/v2/nothing")
+    assert unknown_route.status_code == 404 and isinstance(unknown_route.json["error"], str)

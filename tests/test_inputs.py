@@ -1,0 +1,225 @@
+"""Parsing and validation of request bodies (wine_quality.inputs): no model needed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES, FEATURES
+from wine_quality.inputs import (
+    MAX_DETAILS,
+    InputError,
+    TrainingRange,
+    parse_csv,
+    rows_from_json,
+    rows_from_records,
+    validate_rows,
+)
+
+WINE = dict(zip(FEATURE_NAMES, (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4),
+                strict=True))
+ROW = list(WINE.values())
+
+
+def problems(error: InputError) -> set[tuple]:
+    return {(d["row"], d["field"], d["problem"]) for d in error.details}
+
+
+def fields_of(error: InputError) -> set:
+    return {(d["row"], d["field"]) for d in error.details}
+
+
+def test_single_object_gives_one_row_in_feature_order():
+    rows, single = rows_from_json(dict(reversed(WINE.items())), max_rows=10)
+    assert single
+    assert rows.dtype == np.float64
+    assert rows.tolist() == [ROW]
+
+
+def test_snake_case_and_mixed_spellings_are_accepted():
+    snake = dict(zip(FEATURE_KEYS, ROW, strict=True))
+    mixed = {**dict(list(WINE.items())[:5]), **dict(list(snake.items())[5:])}
+    rows, single = rows_from_json({"instances": [snake, mixed]}, max_rows=10)
+    assert not single
+    assert rows.tolist() == [ROW, ROW]
+
+
+def test_every_problem_of_every_row_is_listed():
+    bad = dict(WINE)
+    bad["pH"] = "3.5"
+    bad["alcohol"] = True
+    bad["density"] = None
+    del bad["chlorides"]
+    bad["colour"] = 1
+    other = {**WINE, "sulphates": 99.0, "fixed_acidity": 7.4}
+    with pytest.raises(InputError) as caught:
+        rows_from_records([WINE, bad, other], max_rows=10)
+    error = caught.value
+    assert error.status == 422
+    assert fields_of(error) == {(1, "pH"), (1, "alcohol"), (1, "density"), (1, "chlorides"),
+                                (1, "colour"), (2, "sulphates"), (2, "fixed acidity")}
+    assert (1, "pH", "must be a number, got a string") in problems(error)
+    assert (1, "alcohol", "must be a number, got a boolean") in problems(error)
+    assert (1, "density", "must be a number, got null") in problems(error)
+    assert (1, "chlorides", "missing") in problems(error)
+    assert (1, "colour", "unknown feature") in problems(error)
+    assert "7 problems" in error.message
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_are_rejected(value):
+    with pytest.raises(InputError) as caught:
+        rows_from_json({**WINE, "alcohol": value}, max_rows=10)
+    assert caught.value.status == 422
+    assert fields_of(caught.value) == {(0, "alcohol")}
+    assert "finite" in caught.value.details[0]["problem"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("alcohol", 25.01), ("pH", -0.1), ("density", 0.5)])
+def test_values_outside_physical_bounds_are_rejected_with_the_bounds(name, value):
+    with pytest.raises(InputError) as caught:
+        rows_from_json({**WINE, name: value}, max_rows=10)
+    feature = next(f for f in FEATURES if f.name == name)
+    assert f"[{feature.minimum:g}, {feature.maximum:g}]" in caught.value.details[0]["problem"]
+
+
+def test_huge_integer_is_an_input_error_not_a_crash():
+    with pytest.raises(InputError) as caught:
+        rows_from_json({**WINE, "alcohol": 10**400}, max_rows=10)
+    assert caught.value.status == 422
+
+
+@pytest.mark.parametrize("payload", [[WINE], "text", 3, None])
+def test_body_must_be_an_object(payload):
+    with pytest.raises(InputError) as caught:
+        rows_from_json(payload, max_rows=10)
+    assert caught.value.status == 422
+
+
+@pytest.mark.parametrize("payload", [
+    {"instances": []}, {"instances": {"a": 1}}, {"instances": [WINE], "extra": 1},
+    {"instances": [1]},
+])
+def test_malformed_batches_are_rejected(payload):
+    with pytest.raises(InputError) as caught:
+        rows_from_json(payload, max_rows=10)
+    assert caught.value.status == 422
+    assert caught.value.details
+
+
+def test_too_many_rows_is_413():
+    with pytest.raises(InputError) as caught:
+        rows_from_json({"instances": [WINE] * 4}, max_rows=3)
+    assert caught.value.status == 413
+    assert "limit is 3" in caught.value.message
+
+
+def test_details_are_capped_and_the_message_counts_all():
+    with pytest.raises(InputError) as caught:
+        rows_from_records([{"pH": "x"}] * 20, max_rows=100)
+    assert len(caught.value.details) == MAX_DETAILS
+    assert "220 problems" in caught.value.message
+
+
+def test_errors_never_echo_string_values():
+    secret = "s3cr3t-" * 50
+    with pytest.raises(InputError) as caught:
+        rows_from_json({**WINE, "alcohol": secret}, max_rows=10)
+    assert "s3cr3t" not in str(caught.value.details) + caught.value.message
+
+
+def test_validate_rows_rejects_wrong_shape_and_accepts_clean_rows():
+    validate_rows(np.array([ROW, ROW]))
+    with pytest.raises(InputError):
+        validate_rows(np.zeros((2, 10)))
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def test_the_uci_file_parses_like_numpy_reads_it(data_source):
+    path = data_source / "winequality-red.csv"
+    rows = parse_csv(path.read_text(), max_rows=10_000)
+    expected = np.loadtxt(path, delimiter=";", skiprows=1)[:, :11]
+    assert rows.shape == (1599, 11)
+    np.testing.assert_array_equal(rows, expected)
+
+
+def test_comma_csv_with_snake_case_header_in_another_order():
+    order = list(reversed(range(11)))
+    header = ",".join(FEATURE_KEYS[i] for i in order)
+    line = ",".join(str(ROW[i]) for i in order)
+    rows = parse_csv(f"{header}\n{line}\n{line}\n", max_rows=10)
+    assert rows.tolist() == [ROW, ROW]
+
+
+def test_quoted_header_and_a_quality_column_as_in_the_data_set():
+    header = ";".join(f'"{n}"' for n in FEATURE_NAMES) + ';"quality"'
+    rows = parse_csv(f"{header}\n" + ";".join(map(str, ROW)) + ";5\n", max_rows=10)
+    assert rows.tolist() == [ROW]
+
+
+def test_csv_header_problems_are_all_named():
+    header = ",".join([*FEATURE_NAMES[:9], "colour", "pH"])
+    with pytest.raises(InputError) as caught:
+        parse_csv(header + "\n" + ",".join(["1"] * 11), max_rows=10)
+    assert fields_of(caught.value) == {(0, "colour"), (0, "pH"), (0, "sulphates"), (0, "alcohol")}
+
+
+def test_csv_cell_problems_name_the_file_line_and_column():
+    header = ",".join(FEATURE_NAMES)
+    good = ",".join(map(str, ROW))
+    text_cell = good.replace("9.4", "strong")
+    empty_cell = good.replace("0.56", "")
+    out_of_bounds = good.replace("3.51", "15")
+    ragged = good + ",1"
+    body = "\n".join([header, good, text_cell, empty_cell, out_of_bounds, ragged])
+    with pytest.raises(InputError) as caught:
+        parse_csv(body, max_rows=10)
+    assert caught.value.status == 422
+    assert fields_of(caught.value) == {(6, None)}  # ragged rows are reported first, alone
+    with pytest.raises(InputError) as caught:
+        parse_csv("\n".join([header, good, text_cell, empty_cell]), max_rows=10)
+    assert problems(caught.value) == {
+        (3, "alcohol", "must be a number, got text that is not a number"),
+        (4, "sulphates", "must be a number, got an empty cell"),
+    }
+    with pytest.raises(InputError) as caught:
+        parse_csv("\n".join([header, good, out_of_bounds]), max_rows=10)
+    assert fields_of(caught.value) == {(3, "pH")}
+
+
+@pytest.mark.parametrize("body", ["", "\n\n", "\"\"\n", ",".join(FEATURE_NAMES) + "\n"])
+def test_empty_csv_is_rejected(body):
+    with pytest.raises(InputError) as caught:
+        parse_csv(body, max_rows=10)
+    assert caught.value.status == 422
+
+
+def test_csv_row_limit_is_413():
+    body = ",".join(FEATURE_NAMES) + "\n" + ("\n".join([",".join(map(str, ROW))] * 11))
+    with pytest.raises(InputError) as caught:
+        parse_csv(body, max_rows=10)
+    assert caught.value.status == 413
+
+
+# ---------------------------------------------------------------- training range
+
+
+def test_training_range_warns_per_row_and_cell():
+    metadata = {"features": [{"name": f.name, "train_min": 1.0, "train_max": 2.0}
+                             for f in FEATURES]}
+    training_range = TrainingRange(metadata)
+    rows = np.array([[1.5] * 11, [1.5] * 10 + [2.5], [0.5] + [1.5] * 10])
+    warnings = training_range.warnings(rows)
+    assert warnings[0] == []
+    assert warnings[1] == ["alcohol 2.5 is above the training range [1, 2]; "
+                           "the prediction is less reliable"]
+    assert warnings[2][0].startswith("fixed acidity 0.5 is below the training range")
+    assert training_range.outside(rows).sum() == 2
+
+
+def test_training_range_without_metadata_never_warns():
+    assert TrainingRange({}).warnings(np.array([ROW])) == [[]]
