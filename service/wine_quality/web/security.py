@@ -1,0 +1,109 @@
+"""Security of the web page: CSRF tokens for its forms, and the headers of every response.
+
+CSRF uses the signed double-submit pattern, stateless so that every gunicorn worker agrees:
+the browser holds a random nonce in a `SameSite=Strict`, `HttpOnly` cookie, and every form carries
+the nonce signed (itsdangerous, with a timestamp) by the service's key. A POST is accepted only when
+the signature is valid, not expired, and the signed nonce equals the cookie's. Another site can
+neither read the page's token nor make the browser send our cookie, so it cannot forge a post.
+
+The signing key is `WINE_QUALITY_SECRET_KEY`; when that is empty it is derived from the model's
+checksum, which every worker (and every replica serving the same model) computes identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping
+
+from flask import Response, request
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+COOKIE_NAME = "wine_quality_csrf"
+FIELD_NAME = "csrf_token"
+# A form left open in a tab stays usable for a working day; an old token gets a readable error.
+TOKEN_MAX_AGE_SECONDS = 12 * 60 * 60
+_SALT = "wine-quality.web.csrf"
+_NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
+
+CONTENT_SECURITY_POLICY = "; ".join((
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+))
+
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+}
+HSTS = "max-age=31536000"
+
+
+class CSRFError(Exception):
+    """A form post failed the CSRF check; the message says why in words a user understands."""
+
+
+def signing_key(secret_key: str, model_checksum: str) -> str:
+    """The configured key, else one derived from the model checksum (the same in every worker)."""
+    if secret_key:
+        return secret_key
+    return hashlib.sha256(f"wine-quality web csrf key\0{model_checksum}".encode()).hexdigest()
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def is_nonce(value: str | None) -> bool:
+    return bool(value) and _NONCE_PATTERN.match(value) is not None
+
+
+class CsrfTokens:
+    """Issues and checks the form tokens for one signing key."""
+
+    def __init__(self, key: str, max_age_seconds: int = TOKEN_MAX_AGE_SECONDS) -> None:
+        self._serializer = URLSafeTimedSerializer(key, salt=_SALT)
+        self._max_age = max_age_seconds
+
+    def issue(self, nonce: str) -> str:
+        return self._serializer.dumps(nonce)
+
+    def check(self, cookie_nonce: str | None, token: str | None) -> None:
+        """Pass if `token` is a valid, fresh signature of `cookie_nonce`; else raise CSRFError."""
+        if not token:
+            raise CSRFError("The form was sent without its security token.")
+        if not is_nonce(cookie_nonce):
+            raise CSRFError(
+                "Your browser did not send the page's security cookie. "
+                "Allow cookies for this site, reload the page and send the form again."
+            )
+        try:
+            signed_nonce = self._serializer.loads(token, max_age=self._max_age)
+        except SignatureExpired:
+            raise CSRFError("The form has expired. Reload the page and send it again.") from None
+        except BadSignature:
+            raise CSRFError("The form's security token is not valid. "
+                            "Reload the page and send it again.") from None
+        if not secrets.compare_digest(str(signed_nonce), cookie_nonce):
+            raise CSRFError("The form's security token belongs to another browser session. "
+                            "Reload the page and send it again.")
+
+
+def add_security_headers(response: Response) -> Response:
+    """after_request hook for the whole app. A route that sets its own header keeps it."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    return response

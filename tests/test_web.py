@@ -1,0 +1,452 @@
+"""The web page through Flask's test client: the form, CSRF, batch uploads, errors, headers.
+
+The app runs with a real trained artifact (the session's `model_dir`); the browser tests in
+tests/browser/ drive the same page through gunicorn and Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from wine_quality.app import create_app
+from wine_quality.artifact import LoadedModel
+from wine_quality.features import FEATURES
+from wine_quality.settings import Settings
+from wine_quality.web.security import COOKIE_NAME, CSRFError, CsrfTokens, signing_key
+
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def model(loaded_model: LoadedModel) -> LoadedModel:
+    return loaded_model
+
+
+@pytest.fixture(scope="module")
+def settings(model_dir: Path) -> Settings:
+    return Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(model_dir)})
+
+
+def make_app(settings: Settings, model: LoadedModel, **changes: object) -> Flask:
+    return create_app(settings.replace(**changes), model=model)
+
+
+@pytest.fixture(scope="module")
+def app(settings: Settings, model: LoadedModel) -> Flask:
+    return make_app(settings, model)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def red_csv(data_source: Path) -> bytes:
+    return (data_source / "winequality-red.csv").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def red_rows(red_csv: bytes) -> np.ndarray:
+    reader = csv.reader(io.StringIO(red_csv.decode()), delimiter=";")
+    next(reader)
+    return np.array([[float(v) for v in record[:11]] for record in reader])
+
+
+def token_of(client: FlaskClient) -> str:
+    """Open the page as a browser would (getting the CSRF cookie) and return the form's token."""
+    page = client.get("/")
+    assert page.status_code == 200
+    return TOKEN.search(page.get_data(as_text=True)).group(1)
+
+
+def text_of(response) -> str:
+    """The response's visible text, tags removed and entities decoded, whitespace collapsed."""
+    body = re.sub(r"<[^>]+>", "", response.get_data(as_text=True))
+    return " ".join(html.unescape(body).split())
+
+
+def form_for(row: np.ndarray, token: str) -> dict[str, str]:
+    values = {f.key: repr(float(v)) for f, v in zip(FEATURES, row, strict=True)}
+    return {"csrf_token": token, **values}
+
+
+def upload(client: FlaskClient, content: bytes, filename: str = "wines.csv"):
+    data = {"csrf_token": token_of(client), "file": (io.BytesIO(content), filename)}
+    return client.post("/batch", data=data, content_type="multipart/form-data")
+
+
+def problems_of(response) -> list[tuple[str, str, str]]:
+    """(line, column, problem) of every row of the error page's problems table."""
+    body = response.get_data(as_text=True)
+    table = re.search(r'<table class="problems".*?<tbody>(.*?)</tbody>', body, re.S)
+    assert table, "the error page has no problems table"
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", table.group(1), re.S)
+    return [tuple(html.unescape(cell) for cell in row) for row in rows]
+
+
+def csv_text(rows: np.ndarray, header: list[str], separator: str) -> bytes:
+    lines = [separator.join(header)]
+    lines += [separator.join(repr(float(v)) for v in row) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+# ---------------------------------------------------------------- the form
+
+
+def test_form_has_every_feature_with_unit_bounds_and_training_median(client, model) -> None:
+    body = client.get("/").get_data(as_text=True)
+    medians = {f["name"]: f["quantiles"]["0.5"] for f in model.metadata["features"]}
+    inputs = re.findall(r"<input id=\"f-[^>]*>", body, re.S)
+    assert len(inputs) == len(FEATURES) == 11
+    for feature, tag in zip(FEATURES, inputs, strict=True):
+        attributes = dict(re.findall(r'([a-z-]+)="([^"]*)"', tag))
+        assert attributes["name"] == feature.key
+        assert attributes["type"] == "number"
+        assert attributes["step"] == "any"
+        assert float(attributes["min"]) == feature.minimum
+        assert float(attributes["max"]) == feature.maximum
+        assert float(attributes["value"]) == pytest.approx(medians[feature.name], rel=1e-5)
+        assert "required" in tag
+        label = re.search(rf'<label for="f-{feature.key}">(.*?)</label>', body, re.S).group(1)
+        assert html.escape(feature.unit) in label
+
+
+def test_page_shows_model_version_algorithm_test_metrics_and_api_docs(client, model) -> None:
+    response = client.get("/")
+    text = text_of(response)
+    assert model.version in text
+    assert model.algorithm in text
+    test_metrics = model.metadata["metrics"]["test"]
+    assert f"{test_metrics['rmse']:.3f}" in text
+    assert f"{test_metrics['mae']:.3f}" in text
+    assert 'href="/docs"' in response.get_data(as_text=True)
+
+
+def test_stylesheet_is_served_by_the_app(client) -> None:
+    body = client.get("/").get_data(as_text=True)
+    href = re.search(r'<link rel="stylesheet" href="([^"]+)"', body).group(1)
+    response = client.get(href)
+    assert response.status_code == 200
+    assert response.mimetype == "text/css"
+    assert "http://" not in body.replace('xmlns="http://www.w3.org', "")  # no CDN
+    assert "<script" not in body and " style=" not in body  # nothing the CSP would block
+
+
+def test_single_prediction_shows_the_models_estimate_and_grade(client, model, red_rows) -> None:
+    response = client.post("/", data=form_for(red_rows[0], token_of(client)))
+    assert response.status_code == 200
+    expected = float(model.predict(red_rows[:1])[0])
+    body = response.get_data(as_text=True)
+    assert re.search(r'<strong id="prediction">(.*?)</strong>', body).group(1) == f"{expected:.2f}"
+    grade = int(np.floor(expected + 0.5))
+    assert re.search(r'<span id="grade">(\d+)</span>', body).group(1) == str(grade)
+    assert 'id="warnings"' not in body
+    # the submitted values stay in the form
+    assert f'value="{float(red_rows[0][0])!r}"' in body
+
+
+def test_values_outside_the_training_range_are_served_with_a_warning(client, red_rows) -> None:
+    row = red_rows[0].copy()
+    row[10] = 20.0  # alcohol: inside the physical bounds, above anything in the training data
+    response = client.post("/", data=form_for(row, token_of(client)))
+    assert response.status_code == 200
+    warnings = re.search(r'<div class="alert alert-warning" id="warnings">(.*?)</div>',
+                         response.get_data(as_text=True), re.S).group(1)
+    assert "alcohol 20 is above the training range" in html.unescape(warnings)
+
+
+def test_server_side_validation_names_each_bad_field(client, red_rows) -> None:
+    data = form_for(red_rows[0], token_of(client))
+    data.update(alcohol="30", ph="abc", density="")
+    response = client.post("/", data=data)
+    assert response.status_code == 422
+    text = text_of(response)
+    assert "3 values need fixing" in text
+    assert "Alcohol: 30 is outside the physical bounds [0, 25] % vol" in text
+    assert "pH: enter a number, for example 7.4" in text
+    assert "Density: enter a value" in text
+    body = response.get_data(as_text=True)
+    for key in ("alcohol", "ph", "density"):
+        assert f'<a href="#f-{key}">' in body
+        assert re.search(rf'<input id="f-{key}"[^>]*aria-invalid="true"', body, re.S)
+    assert not re.search(r'<input id="f-fixed_acidity"[^>]*aria-invalid', body, re.S)
+    assert 'value="30"' in body  # the user's input is kept for correction
+
+
+# ---------------------------------------------------------------- CSRF
+
+
+def test_the_csrf_cookie_is_http_only_and_same_site_strict(client) -> None:
+    cookie = client.get("/").headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE_NAME}=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert client.get("/").headers.get("Set-Cookie") is None  # kept, not renewed per page
+
+
+@pytest.mark.parametrize("path", ["/", "/batch"])
+def test_a_post_without_the_token_gets_a_readable_400(client, path, red_rows) -> None:
+    token_of(client)
+    data = form_for(red_rows[0], "")
+    del data["csrf_token"]
+    response = client.post(path, data=data)
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    assert "The form was sent without its security token" in text_of(response)
+
+
+def test_a_forged_or_foreign_token_is_refused(app, client, red_rows) -> None:
+    token = token_of(client)
+    forged = client.post("/", data=form_for(red_rows[0], token[:-4] + "AAAA"))
+    assert forged.status_code == 400
+    assert "security token is not valid" in text_of(forged)
+
+    other_browser = app.test_client()
+    foreign = other_browser.post("/", data=form_for(red_rows[0], token))  # no cookie at all
+    assert foreign.status_code == 400
+    assert "did not send the page's security cookie" in text_of(foreign)
+    token_of(other_browser)  # now it has a cookie of its own, which the token does not match
+    foreign = other_browser.post("/", data=form_for(red_rows[0], token))
+    assert foreign.status_code == 400
+    assert "belongs to another browser session" in text_of(foreign)
+
+
+def test_tokens_agree_across_workers_without_shared_state(settings, model, red_rows) -> None:
+    """Two app instances (as in two gunicorn workers) derive the same key from the model."""
+    first, second = make_app(settings, model).test_client(), make_app(settings, model).test_client()
+    token = token_of(first)
+    second.set_cookie(COOKIE_NAME, first.get_cookie(COOKIE_NAME).value)
+    assert second.post("/", data=form_for(red_rows[0], token)).status_code == 200
+
+
+def test_a_configured_secret_key_signs_the_tokens(settings, model, red_rows) -> None:
+    keyed = make_app(settings, model, secret_key="one key").test_client()
+    other = make_app(settings, model, secret_key="another key").test_client()
+    token = token_of(keyed)
+    assert keyed.post("/", data=form_for(red_rows[0], token)).status_code == 200
+    other.set_cookie(COOKIE_NAME, keyed.get_cookie(COOKIE_NAME).value)
+    assert other.post("/", data=form_for(red_rows[0], token)).status_code == 400
+
+
+def test_expired_tokens_and_keys() -> None:
+    nonce = "n" * 43
+    tokens = CsrfTokens(signing_key("", "checksum-a"))
+    tokens.check(nonce, tokens.issue(nonce))
+    expired = CsrfTokens(signing_key("", "checksum-a"), max_age_seconds=-1)
+    with pytest.raises(CSRFError, match="expired"):
+        expired.check(nonce, tokens.issue(nonce))
+    with pytest.raises(CSRFError, match="not valid"):
+        CsrfTokens(signing_key("", "checksum-b")).check(nonce, tokens.issue(nonce))
+    assert signing_key("configured", "checksum-a") == "configured"
+    assert signing_key("", "checksum-a") != signing_key("", "checksum-b")
+
+
+# ---------------------------------------------------------------- batch upload
+
+
+def test_the_uci_file_itself_is_predicted(client, model, red_csv, red_rows) -> None:
+    response = upload(client, red_csv, "winequality-red.csv")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert re.search(r'<strong id="row-count">(\d+)</strong>', body).group(1) == "1599"
+    counts = [int(c) for c in re.findall(r'<td class="count">(\d+) ', body)]
+    assert sum(counts) == 1599
+    expected = model.predict(red_rows)
+    grades = np.clip(np.floor(expected + 0.5), 0, 10).astype(int)
+    assert counts == np.bincount(grades - grades.min()).tolist()
+    table = body.split('id="results-table"')[1]
+    first_row = re.search(r"<tbody>\s*<tr[^>]*>(.*?)</tr>", table, re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", first_row.group(1))
+    assert cells[-2] == f"{expected[0]:.2f}"
+
+
+def test_the_download_holds_every_row_with_inputs_and_predictions(client, model, red_csv,
+                                                                  red_rows) -> None:
+    body = upload(client, red_csv, "winequality-red.csv").get_data(as_text=True)
+    link = re.search(r'<a class="button" id="download" href="([^"]+)" download="([^"]+)"', body)
+    assert link.group(2) == "winequality-red-predictions.csv"
+    prefix = "data:text/csv;charset=utf-8;base64,"
+    assert link.group(1).startswith(prefix)
+    text = base64.b64decode(link.group(1)[len(prefix):]).decode()
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert len(records) == 1599
+    assert list(records[0])[:11] == [f.name for f in FEATURES]
+    inputs = np.array([[float(r[f.name]) for f in FEATURES] for r in records])
+    np.testing.assert_array_equal(inputs, red_rows)
+    predicted = np.array([float(r["predicted_quality"]) for r in records])
+    np.testing.assert_allclose(predicted, model.predict(red_rows), atol=1e-6)
+    assert {r["model_version"] for r in records} == {model.version}
+
+
+def test_a_comma_separated_file_with_snake_case_names_in_any_order(client, model, red_rows) -> None:
+    header = [f.key for f in FEATURES][::-1]
+    content = csv_text(red_rows[:5, ::-1], header, ",")
+    response = upload(client, content)
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert re.search(r'<strong id="row-count">(\d+)</strong>', body).group(1) == "5"
+    shown = re.findall(r'<td>(\d+\.\d\d)</td>\s*<td class="grade">', body)
+    assert shown == [f"{q:.2f}" for q in model.predict(red_rows[:5])]
+
+
+def test_a_missing_column_is_named(client, red_rows) -> None:
+    header = [f.name for f in FEATURES if f.key != "ph"]
+    content = csv_text(np.delete(red_rows[:3], 8, axis=1), header, ";")
+    response = upload(client, content)
+    assert response.status_code == 422
+    assert ("header", "pH", "missing column in the header") in problems_of(response)
+
+
+def with_cell(content: bytes, line: int, column: int, text: str) -> bytes:
+    """`content` with the cell at file line `line` (the header is line 1), `column` replaced."""
+    lines = content.decode().splitlines()
+    cells = lines[line - 1].split(";")
+    cells[column] = text
+    lines[line - 1] = ";".join(cells)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_bad_value_is_named_by_line_and_column(client, red_rows) -> None:
+    content = csv_text(red_rows[:30], [f.name for f in FEATURES], ";")
+    response = upload(client, with_cell(content, 17, 10, "strong"))
+    assert response.status_code == 422
+    assert problems_of(response) == [
+        ("17", "alcohol", "must be a number, got text that is not a number")]
+    assert "Invalid CSV: 1 problem." in text_of(response)
+
+    response = upload(client, with_cell(with_cell(content, 17, 8, "15"), 20, 0, "-1"))
+    assert response.status_code == 422
+    assert problems_of(response) == [
+        ("17", "pH", "15 is outside the physical bounds [0, 14] pH"),
+        ("20", "fixed acidity", "-1 is outside the physical bounds [0, 25] g(tartaric acid)/dm³"),
+    ]
+
+
+def test_too_many_rows_are_refused_with_the_limit(settings, model, red_csv) -> None:
+    client = make_app(settings, model, max_batch_rows=100).test_client()
+    response = upload(client, red_csv)
+    assert response.status_code == 413
+    assert "Batch has 1599 rows; the limit is 100" in text_of(response)
+
+
+def test_an_upload_above_the_body_limit_gets_a_readable_413(settings, model, red_csv) -> None:
+    client = make_app(settings, model, max_body_bytes=20_000).test_client()
+    response = upload(client, red_csv)
+    assert response.status_code == 413
+    assert response.mimetype == "text/html"
+    assert "larger than the limit of 19.5 KiB" in text_of(response)
+
+
+@pytest.mark.parametrize(("content", "status", "message"), [
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 400, "binary, not a CSV text file"),
+    ("acidité;pH\n1;2\n".encode("latin-1"), 400, "not UTF-8 text"),
+    (b"", 422, "The file is empty"),
+    (b"just some words\n", 422, "just some words"),
+])
+def test_a_file_that_is_not_a_csv_gets_a_readable_error(client, content, status, message) -> None:
+    response = upload(client, content, "picture.png")
+    assert response.status_code == status
+    assert message in text_of(response)
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_no_file_chosen(client) -> None:
+    response = client.post("/batch", data={"csrf_token": token_of(client)},
+                           content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert "no file was chosen" in text_of(response).lower()
+
+
+def test_uploaded_content_is_shown_escaped(client, red_rows) -> None:
+    payload = '<script>alert("x")</script>'
+    header = [*(f.name for f in FEATURES), payload]
+    content = csv_text(red_rows[:2], header, ";")
+    response = upload(client, content, filename="<img src=x onerror=alert(1)>.csv")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "<script>alert" not in body and "<img src=x" not in body
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in body
+    assert "&lt;img src=x onerror=alert(1)&gt;.csv" in body
+
+
+def test_uploads_are_parsed_in_memory(settings, model, red_rows, monkeypatch) -> None:
+    """A file above werkzeug's 500 KB spool threshold must not reach a temporary file."""
+    import werkzeug.formparser
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("the upload was spooled to disk")
+
+    monkeypatch.setattr(werkzeug.formparser, "SpooledTemporaryFile", no_disk)
+    monkeypatch.setattr(werkzeug.formparser, "TemporaryFile", no_disk, raising=False)
+    rows = np.tile(red_rows, (6, 1)) + 1e-9  # 9,594 rows with long numbers: about 1.5 MB
+    content = csv_text(rows, [f.name for f in FEATURES], ";")
+    assert len(content) > 600_000
+    response = upload(make_app(settings, model).test_client(), content)
+    assert response.status_code == 200
+    assert f'<strong id="row-count">{len(rows)}</strong>' in response.get_data(as_text=True)
+
+
+def test_reloading_a_result_url_leads_back_to_the_upload_form(client) -> None:
+    response = client.get("/batch")
+    assert response.status_code == 303
+    assert response.headers["Location"].endswith("/#batch")
+
+
+def test_an_unexpected_failure_gets_an_html_page_not_a_trace(settings, model, red_csv,
+                                                             monkeypatch) -> None:
+    import wine_quality.web.views
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(wine_quality.web.views, "parse_csv", broken)
+    client = make_app(settings, model).test_client()
+    response = upload(client, red_csv)
+    assert response.status_code == 500
+    assert response.mimetype == "text/html"
+    request_id = response.headers["X-Request-ID"]
+    assert f"The request id {request_id} identifies it" in text_of(response)
+    assert "secret internals" not in response.get_data(as_text=True)
+
+
+# ---------------------------------------------------------------- headers on every response
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/v1/model", "/openapi.json", "/docs",
+                                  "/no-such-page", "/static/web/style.css"])
+def test_security_headers_on_every_response(client, path) -> None:
+    headers = client.get(path).headers
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "'unsafe-inline'" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_api_post_responses_carry_the_headers_too(client, red_rows) -> None:
+    record = {f.name: float(v) for f, v in zip(FEATURES, red_rows[0], strict=True)}
+    response = client.post("/v1/predict", json=record)
+    assert response.status_code == 200
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def test_pages_are_not_cached_but_assets_are(client) -> None:
+    assert client.get("/").headers["Cache-Control"] == "no-store"
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.mimetype == "image/svg+xml"
+    assert "no-store" not in icon.headers.get("Cache-Control", "")
