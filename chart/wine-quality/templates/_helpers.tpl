@@ -1,0 +1,164 @@
+{{/*
+Chart name, truncated to the 63 characters a DNS label allows.
+*/}}
+{{- define "wine-quality.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the release's resources: the release name, plus the chart name unless the release
+name already contains it.
+*/}}
+{{- define "wine-quality.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "wine-quality.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every resource.
+*/}}
+{{- define "wine-quality.labels" -}}
+helm.sh/chart: {{ include "wine-quality.chart" . }}
+{{ include "wine-quality.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "wine-quality.imageTag" . | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: wine-quality
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels that select the pods (immutable once the Deployment exists).
+*/}}
+{{- define "wine-quality.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wine-quality.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the pods run as.
+*/}}
+{{- define "wine-quality.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "wine-quality.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Image tag: the value, else the chart's appVersion (the project version).
+*/}}
+{{- define "wine-quality.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion | toString }}
+{{- end }}
+
+{{/*
+Image reference: repository:tag, or repository:tag@digest when a digest is pinned.
+*/}}
+{{- define "wine-quality.image" -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (include "wine-quality.imageTag" .) }}
+{{- if .Values.image.digest }}
+{{- $ref = printf "%s@%s" $ref .Values.image.digest }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the value, or the sum of the phases of a graceful shutdown plus a
+margin. The phases run one after another: preStop sleep, then SIGTERM -> shutdown delay (readiness
+turns 503) -> in-flight requests get the graceful timeout.
+*/}}
+{{- define "wine-quality.shutdownSeconds" -}}
+{{- add .Values.preStopSleepSeconds .Values.gunicorn.shutdownDelay .Values.gunicorn.gracefulTimeout }}
+{{- end }}
+
+{{- define "wine-quality.terminationGracePeriodSeconds" -}}
+{{- $needed := include "wine-quality.shutdownSeconds" . | int }}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add $needed 5 }}
+{{- else }}
+{{- $value := .Values.terminationGracePeriodSeconds | int }}
+{{- if le $value $needed }}
+{{- fail (printf "terminationGracePeriodSeconds=%d must exceed preStopSleepSeconds + gunicorn.shutdownDelay + gunicorn.gracefulTimeout = %d, or in-flight requests are cut off" $value $needed) }}
+{{- end }}
+{{- $value }}
+{{- end }}
+{{- end }}
+
+{{/*
+True ("true") when at least two pods always run, which is when a PodDisruptionBudget helps
+instead of blocking node drains.
+*/}}
+{{- define "wine-quality.alwaysSeveralPods" -}}
+{{- if .Values.autoscaling.enabled }}
+{{- gt (int .Values.autoscaling.minReplicas) 1 }}
+{{- else }}
+{{- gt (int .Values.replicaCount) 1 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the ConfigMap holding the service's environment.
+*/}}
+{{- define "wine-quality.configMapName" -}}
+{{- printf "%s-env" (include "wine-quality.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The service's environment (names from wine_quality.settings.SETTINGS), rendered into the ConfigMap.
+*/}}
+{{- define "wine-quality.env" -}}
+PORT: {{ .Values.containerPort | quote }}
+WINE_QUALITY_MODEL_DIR: {{ .Values.config.modelDir | quote }}
+WINE_QUALITY_RUNTIME: {{ .Values.config.runtime | quote }}
+WINE_QUALITY_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+WINE_QUALITY_MAX_BODY_BYTES: {{ .Values.config.maxBodyBytes | int64 | quote }}
+WINE_QUALITY_MAX_BATCH_ROWS: {{ .Values.config.maxBatchRows | int64 | quote }}
+PROMETHEUS_MULTIPROC_DIR: {{ .Values.config.metricsDir | quote }}
+GUNICORN_WORKERS: {{ .Values.gunicorn.workers | int | quote }}
+GUNICORN_THREADS: {{ .Values.gunicorn.threads | int | quote }}
+GUNICORN_TIMEOUT: {{ .Values.gunicorn.timeout | int | quote }}
+GUNICORN_GRACEFUL_TIMEOUT: {{ .Values.gunicorn.gracefulTimeout | int | quote }}
+GUNICORN_SHUTDOWN_DELAY: {{ .Values.gunicorn.shutdownDelay | int | quote }}
+{{- end }}
+
+{{/*
+topologySpreadConstraints from values, each given the chart's selector labels unless it has its own.
+*/}}
+{{- define "wine-quality.topologySpreadConstraints" -}}
+{{- $selector := dict "labelSelector" (dict "matchLabels" (include "wine-quality.selectorLabels" . | fromYaml)) }}
+{{- $constraints := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $constraints = append $constraints (merge (deepCopy .) $selector) }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
+
+{{/*
+Labels of the `helm test` pod: the chart's labels without the pod selector, so that the Service,
+the PodDisruptionBudget and the HPA's Deployment never count it as one of the service's pods.
+*/}}
+{{- define "wine-quality.testLabels" -}}
+helm.sh/chart: {{ include "wine-quality.chart" . }}
+app.kubernetes.io/name: {{ include "wine-quality.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: test
+{{- end }}

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Splits and selects the documents of `helm template` output (chart-check.sh, kube-play.sh).
+
+  manifests.py split FILE DIR
+      Writes each document of FILE to DIR/<kind>-<name>.yaml; prints one line per document,
+      "<kind> <path>", so callers can route each kind to its validator.
+  manifests.py kube-play FILE OUT --host-port PORT
+      Writes to OUT what `podman kube play` runs: the Deployments, ConfigMaps and Secrets of FILE,
+      with each Deployment cut to one replica and its `http` container port published on
+      127.0.0.1:PORT (podman publishes only ports that name a hostPort).
+  manifests.py helm-test-script FILE
+      Prints the `helm test` pod's shell script, preceded by exports of its environment except URL,
+      so that the host's sh and curl can run the same check against a pod published on 127.0.0.1.
+  manifests.py portable-schema SCHEMA OUT
+      Copies a CRD JSON schema, dropping `pattern`s written in Go's regex dialect with inline flags
+      such as `(?i)`, which JSON Schema's ECMAScript dialect (and so check-jsonschema) rejects as
+      invalid; prints the path of each dropped pattern.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+PLAYABLE_KINDS = ("ConfigMap", "Secret", "Deployment")
+
+
+def documents(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc]
+
+
+def split(path: Path, folder: Path) -> list[tuple[str, Path]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for doc in documents(path):
+        kind = doc.get("kind", "Unknown")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", doc.get("metadata", {}).get("name", "unnamed"))
+        target = folder / f"{kind.lower()}-{name}.yaml"
+        if target.exists():
+            raise SystemExit(f"manifests: two {kind} documents named {name} in {path}")
+        target.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        written.append((kind, target))
+    return written
+
+
+def publish_http(deployment: dict, host_port: int) -> None:
+    deployment["spec"]["replicas"] = 1
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    ports = [port for c in containers for port in c.get("ports", []) if port.get("name") == "http"]
+    if not ports:
+        raise SystemExit("manifests: the Deployment has no container port named http")
+    for port in ports:
+        port["hostPort"] = host_port
+        port["hostIP"] = "127.0.0.1"
+
+
+def kube_play(path: Path, out: Path, host_port: int) -> None:
+    selected = [doc for doc in documents(path) if doc.get("kind") in PLAYABLE_KINDS]
+    deployments = [doc for doc in selected if doc["kind"] == "Deployment"]
+    if len(deployments) != 1:
+        raise SystemExit(f"manifests: expected one Deployment in {path}, found {len(deployments)}")
+    publish_http(deployments[0], host_port)
+    # ConfigMaps and Secrets first: podman resolves envFrom references in document order.
+    selected.sort(key=lambda doc: PLAYABLE_KINDS.index(doc["kind"]))
+    out.write_text(yaml.safe_dump_all(selected, sort_keys=False), encoding="utf-8")
+
+
+def helm_test_script(path: Path) -> str:
+    pods = [doc for doc in documents(path) if doc.get("kind") == "Pod"
+            and doc["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    if len(pods) != 1:
+        raise SystemExit(f"manifests: expected one helm test pod in {path}, found {len(pods)}")
+    container = pods[0]["spec"]["containers"][0]
+    exports = [f"export {e['name']}={shlex.quote(e['value'])}"
+               for e in container.get("env", []) if e["name"] != "URL"]
+    return "\n".join([*exports, *container["args"]])
+
+
+GO_INLINE_FLAGS = re.compile(r"\(\?[imsU]+\)")
+
+
+def drop_go_patterns(node: object, path: str = "") -> list[str]:
+    dropped = []
+    if isinstance(node, dict):
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and GO_INLINE_FLAGS.search(pattern):
+            del node["pattern"]
+            dropped.append(f"{path or '/'}: {pattern}")
+        for key, child in node.items():
+            dropped += drop_go_patterns(child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            dropped += drop_go_patterns(child, f"{path}/{index}")
+    return dropped
+
+
+def portable_schema(source: Path, out: Path) -> list[str]:
+    schema = json.loads(source.read_text(encoding="utf-8"))
+    dropped = drop_go_patterns(schema)
+    out.write_text(json.dumps(schema), encoding="utf-8")
+    return dropped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    split_parser = commands.add_parser("split")
+    split_parser.add_argument("file", type=Path)
+    split_parser.add_argument("folder", type=Path)
+    play_parser = commands.add_parser("kube-play")
+    play_parser.add_argument("file", type=Path)
+    play_parser.add_argument("out", type=Path)
+    play_parser.add_argument("--host-port", type=int, required=True)
+    test_parser = commands.add_parser("helm-test-script")
+    test_parser.add_argument("file", type=Path)
+    schema_parser = commands.add_parser("portable-schema")
+    schema_parser.add_argument("schema", type=Path)
+    schema_parser.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "split":
+        for kind, target in split(args.file, args.folder):
+            print(kind, target)
+    elif args.command == "kube-play":
+        kube_play(args.file, args.out, args.host_port)
+    elif args.command == "helm-test-script":
+        print(helm_test_script(args.file))
+    else:
+        for dropped in portable_schema(args.schema, args.out):
+            print(dropped)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,481 @@
+"""The Helm chart, judged by what `helm template` renders (no Kubernetes API server runs here).
+
+Every test renders the real chart with the real Helm binaries from scripts/install-helm.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, require_tool
+from wine_quality.features import FEATURE_KEYS
+from wine_quality.settings import SETTINGS
+
+CHART = REPO / "chart" / "wine-quality"
+RELEASE = "wine"
+
+
+def helm_binary(name: str = "helm") -> str:
+    return require_tool(name)
+
+
+def run_helm(*args: str, helm: str = "helm", chart: Path = CHART) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [helm_binary(helm), "template", RELEASE, str(chart), "--namespace", "wine", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def render(*args: str, helm: str = "helm") -> list[dict]:
+    result = run_helm(*args, helm=helm)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_error(*args: str, helm: str = "helm") -> str:
+    result = run_helm(*args, helm=helm)
+    assert result.returncode != 0, f"rendering with {args} should have failed"
+    return result.stderr
+
+
+def kinds(docs: list[dict]) -> list[str]:
+    return sorted(doc["kind"] for doc in docs)
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = [doc for doc in docs if doc["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def workload(docs: list[dict]) -> dict:
+    """The Deployment's pod spec."""
+    return one(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def container(docs: list[dict]) -> dict:
+    return workload(docs)["containers"][0]
+
+
+def config(docs: list[dict]) -> dict[str, str]:
+    """The service's environment: the ConfigMap the container's envFrom names."""
+    ref = container(docs)["envFrom"][0]["configMapRef"]["name"]
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref]
+    assert len(maps) == 1, f"ConfigMap {ref} named by envFrom is not rendered"
+    return maps[0]["data"]
+
+
+def values() -> dict:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+# --- what renders by default and when switched on ---------------------------------------------
+
+
+def test_defaults_render_the_core_resources_only():
+    docs = render()
+    assert kinds(docs) == sorted(
+        ["ConfigMap", "Deployment", "PodDisruptionBudget", "Pod", "Service", "ServiceAccount"])
+    test_pod = one(docs, "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+
+def test_optional_resources_render_when_switched_on():
+    docs = render("--values", str(CHART / "ci" / "all-on-values.yaml"))
+    for kind in ("HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "Ingress",
+                 "PodDisruptionBudget"):
+        one(docs, kind)
+
+
+@pytest.mark.parametrize("helm", ["helm", "helm3"])
+def test_hpa_on_removes_replicas(helm):
+    off = render("--set", "replicaCount=3", helm=helm)
+    assert one(off, "Deployment")["spec"]["replicas"] == 3
+    assert "HorizontalPodAutoscaler" not in kinds(off)
+
+    on = render("--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=3",
+                "--set", "autoscaling.maxReplicas=9", helm=helm)
+    assert "replicas" not in one(on, "Deployment")["spec"]
+    hpa = one(on, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 9)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == one(on, "Deployment")["metadata"]["name"]
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+
+
+def test_hpa_scales_on_memory_when_asked():
+    docs = render("--set", "autoscaling.enabled=true",
+                  "--set", "autoscaling.targetMemoryUtilizationPercentage=80")
+    metrics = one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"]
+            for m in metrics} == {"cpu": 70, "memory": 80}
+
+
+def test_hpa_min_above_max_fails_with_a_clear_error():
+    error = render_error("--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=5",
+                         "--set", "autoscaling.maxReplicas=2")
+    assert "autoscaling.minReplicas=5 exceeds autoscaling.maxReplicas=2" in error
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ((), True),  # replicaCount 2
+    (("replicaCount=1",), False),
+    (("podDisruptionBudget.enabled=false",), False),
+    (("autoscaling.enabled=true", "autoscaling.minReplicas=1", "replicaCount=5"), False),
+    (("autoscaling.enabled=true", "autoscaling.minReplicas=2", "replicaCount=1"), True),
+])
+def test_pdb_only_when_at_least_two_pods_always_run(settings, expected):
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    docs = render(*args)
+    assert ("PodDisruptionBudget" in kinds(docs)) is expected
+    if expected:
+        pdb = one(docs, "PodDisruptionBudget")
+        assert pdb["spec"]["selector"]["matchLabels"] == \
+            one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_pdb_max_unavailable_replaces_min_available():
+    docs = render("--set", "podDisruptionBudget.maxUnavailable=1")
+    spec = one(docs, "PodDisruptionBudget")["spec"]
+    assert spec.get("maxUnavailable") == 1 and "minAvailable" not in spec
+
+
+# --- values reach the pod ---------------------------------------------------------------------
+
+
+def test_image_tag_defaults_to_app_version():
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container(render())["image"] == f"ghcr.io/wine-quality/wine-quality:{app_version}"
+
+
+def test_image_repository_tag_digest_and_pull_policy_from_values():
+    digest = "sha256:" + "ab" * 32
+    docs = render("--set", "image.repository=registry.example.com/ml/wine",
+                  "--set", "image.tag=9.9.9", "--set", f"image.digest={digest}",
+                  "--set", "image.pullPolicy=Always")
+    assert container(docs)["image"] == f"registry.example.com/ml/wine:9.9.9@{digest}"
+    assert container(docs)["imagePullPolicy"] == "Always"
+
+
+def test_settings_reach_the_container_environment():
+    docs = render("--set", "gunicorn.workers=5", "--set", "gunicorn.threads=3",
+                  "--set", "gunicorn.timeout=45", "--set", "config.runtime=sklearn",
+                  "--set", "config.logLevel=debug", "--set", "config.maxBatchRows=77",
+                  "--set", "containerPort=9090")
+    env = config(docs)
+    assert env["GUNICORN_WORKERS"] == "5"
+    assert env["GUNICORN_THREADS"] == "3"
+    assert env["GUNICORN_TIMEOUT"] == "45"
+    assert env["WINE_QUALITY_RUNTIME"] == "sklearn"
+    assert env["WINE_QUALITY_LOG_LEVEL"] == "debug"
+    assert env["WINE_QUALITY_MAX_BATCH_ROWS"] == "77"
+    assert env["PORT"] == "9090"
+    assert container(docs)["ports"] == [{"name": "http", "containerPort": 9090, "protocol": "TCP"}]
+
+
+def test_secret_key_and_extra_env_are_passed_as_env_entries():
+    docs = render("--set", "secretKey.existingSecret=csrf", "--set", "secretKey.key=k",
+                  "--set", "extraEnv[0].name=TZ", "--set", "extraEnv[0].value=UTC")
+    env = {e["name"]: e for e in container(docs)["env"]}
+    secret_ref = env["WINE_QUALITY_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert secret_ref == {"name": "csrf", "key": "k"}
+    assert env["TZ"]["value"] == "UTC"
+
+
+def test_every_env_var_the_chart_sets_is_a_service_setting():
+    known = {s.env for s in SETTINGS}
+    docs = render("--values", str(CHART / "ci" / "all-on-values.yaml"),
+                  "--set", "extraEnv=null")
+    names = set(config(docs)) | {e["name"] for e in container(docs).get("env", [])}
+    assert names - known == set(), "the chart sets variables the service does not read"
+    # Everything but the secret (optional) is set explicitly, so the chart documents the service's
+    # whole configuration rather than relying on the image's defaults.
+    assert known - names == set()
+
+
+def test_config_change_rolls_the_pods():
+    def checksum(*args: str) -> str:
+        return one(render(*args), "Deployment")["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"]
+    assert checksum() == checksum()
+    assert checksum() != checksum("--set", "gunicorn.workers=3")
+
+
+def test_probes_and_resources_come_from_values():
+    docs = render("--set", "probes.startup.failureThreshold=90",
+                  "--set", "probes.readiness.periodSeconds=7",
+                  "--set", "resources.limits.memory=1Gi", "--set", "resources.requests.cpu=300m")
+    pod = container(docs)
+    assert pod["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert pod["startupProbe"]["failureThreshold"] == 90
+    assert pod["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert pod["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert pod["readinessProbe"]["periodSeconds"] == 7
+    assert pod["resources"]["limits"]["memory"] == "1Gi"
+    assert pod["resources"]["requests"]["cpu"] == "300m"
+
+
+def test_startup_probe_budget_covers_model_loading():
+    probe = container(render())["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 60
+
+
+def test_rolling_update_never_reduces_capacity():
+    strategy = one(render(), "Deployment")["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_scheduling_passthrough():
+    docs = render("--values", str(CHART / "ci" / "all-on-values.yaml"))
+    pod = workload(docs)
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert "nodeAffinity" in pod["affinity"]
+    assert pod["priorityClassName"] == "high-priority"
+    selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == \
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    assert all(c["labelSelector"]["matchLabels"] == selector
+               for c in pod["topologySpreadConstraints"])
+
+
+# --- security and shutdown --------------------------------------------------------------------
+
+
+def assert_restricted(pod_spec: dict) -> None:
+    """The Kubernetes "restricted" Pod Security Standard, as far as the pod spec decides it."""
+    pod_context = pod_spec["securityContext"]
+    assert pod_context["seccompProfile"]["type"] == "RuntimeDefault"
+    for c in pod_spec["containers"]:
+        context = c["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert not context["capabilities"].get("add")
+        assert context.get("privileged", False) is False
+        assert context["runAsNonRoot"] is True or pod_context["runAsNonRoot"] is True
+        assert context["readOnlyRootFilesystem"] is True
+        assert context.get("runAsUser", pod_context.get("runAsUser")) == 10001
+        assert context.get("runAsGroup", pod_context.get("runAsGroup")) == 10001
+    assert not pod_spec.get("hostNetwork") and not pod_spec.get("hostPID")
+    assert all("hostPath" not in v for v in pod_spec.get("volumes", []))
+
+
+def test_pods_meet_the_restricted_pod_security_standard():
+    docs = render()
+    pod = workload(docs)
+    assert_restricted(pod)
+    assert_restricted(one(docs, "Pod")["spec"])  # the helm test pod too
+    assert pod["automountServiceAccountToken"] is False
+    assert one(docs, "ServiceAccount")["automountServiceAccountToken"] is False
+    mounts = {m["mountPath"]: m["name"] for m in container(docs)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert config(docs)["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+
+
+def test_grace_period_outlasts_the_shutdown_sequence():
+    docs = render("--set", "gunicorn.gracefulTimeout=40", "--set", "gunicorn.shutdownDelay=3",
+                  "--set", "preStopSleepSeconds=7")
+    pod = workload(docs)
+    assert container(docs)["lifecycle"]["preStop"] == {"sleep": {"seconds": 7}}
+    assert pod["terminationGracePeriodSeconds"] > 40 + 3 + 7
+    env = config(docs)
+    assert (env["GUNICORN_GRACEFUL_TIMEOUT"], env["GUNICORN_SHUTDOWN_DELAY"]) == ("40", "3")
+
+
+def test_too_short_grace_period_fails_the_render():
+    error = render_error("--set", "terminationGracePeriodSeconds=20")
+    assert "terminationGracePeriodSeconds=20 must exceed" in error
+
+
+def test_kube_version_below_the_claimed_minimum_is_refused():
+    # The preStop sleep action needs Kubernetes 1.30; Chart.yaml's kubeVersion says so.
+    error = render_error("--kube-version", "1.29.0")
+    assert "kubeVersion" in error or "incompatible" in error
+
+
+# --- service, monitoring, network ---------------------------------------------------------------
+
+
+def test_service_is_cluster_ip_with_a_named_http_port():
+    docs = render()
+    service = one(docs, "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_service_monitor_is_gated_by_the_flag_and_takes_its_settings():
+    docs = render("--set", "serviceMonitor.enabled=true",
+                  "--set", "serviceMonitor.labels.release=kube-prometheus-stack",
+                  "--set", "serviceMonitor.interval=15s",
+                  "--set", "serviceMonitor.scrapeTimeout=5s",
+                  "--set", "serviceMonitor.relabelings[0].targetLabel=node",
+                  "--set", "serviceMonitor.relabelings[0].sourceLabels[0]=__meta_node")
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == "/metrics"
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("15s", "5s")
+    assert endpoint["relabelings"][0]["targetLabel"] == "node"
+    assert monitor["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+
+
+def test_network_policy_admits_only_the_http_port():
+    docs = render("--set", "networkPolicy.enabled=true")
+    policy = one(docs, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert policy["ingress"][0]["from"] == [{"podSelector": {}}]
+
+
+def test_ingress_routes_to_the_service():
+    docs = render("--set", "ingress.enabled=true", "--set", "ingress.hosts[0].host=wine.test",
+                  "--set", "ingress.hosts[0].paths[0].path=/",
+                  "--set", "ingress.hosts[0].paths[0].pathType=Prefix")
+    backend = one(docs, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    assert backend["service"] == {"name": one(docs, "Service")["metadata"]["name"],
+                                  "port": {"name": "http"}}
+
+
+def test_helm_test_pod_is_not_selected_by_the_service():
+    docs = render()
+    selector = one(docs, "Service")["spec"]["selector"]
+    test_labels = one(docs, "Pod")["metadata"]["labels"]
+    assert not all(test_labels.get(k) == v for k, v in selector.items())
+
+
+def test_helm_test_sample_is_one_wine_with_every_feature():
+    sample = values()["tests"]["sample"]
+    assert tuple(sample) == FEATURE_KEYS
+    test_pod = one(render(), "Pod")
+    env = {e["name"]: e["value"] for e in test_pod["spec"]["containers"][0]["env"]}
+    assert json.loads(env["SAMPLE"]) == sample
+    assert env["URL"] == "http://wine-wine-quality:8080"
+
+
+# --- values schema ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("helm", ["helm", "helm3"])
+def test_schema_rejects_a_wrong_type_naming_the_key(helm):
+    error = render_error("--set", "replicaCount=two", helm=helm)
+    assert "replicaCount" in error
+    assert "integer" in error
+
+
+@pytest.mark.parametrize("helm", ["helm", "helm3"])
+@pytest.mark.parametrize(("setting", "key"), [("replicaCont=2", "replicaCont"),
+                                              ("image.tagg=1.0", "tagg")])
+def test_schema_rejects_an_unknown_key_naming_it(helm, setting, key):
+    error = render_error("--set", setting, helm=helm)
+    assert re.search(rf"[Aa]dditional propert(y|ies) '?{key}'? (is )?not allowed", error), error
+
+
+def test_schema_rejects_a_bad_enum_value():
+    assert "logLevel" in render_error("--set", "config.logLevel=verbose")
+
+
+def test_schema_accepts_global_values_from_a_parent_chart():
+    render("--set", "global.imageRegistry=registry.example.com")
+
+
+def test_schema_covers_every_key_of_values_yaml():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def missing(node: dict, tree: dict, prefix: str) -> list[str]:
+        gaps = []
+        for key, value in tree.items():
+            sub = node.get("properties", {}).get(key)
+            if sub is None:
+                if node.get("additionalProperties", True) is False:
+                    gaps.append(prefix + key)
+                continue
+            if isinstance(value, dict) and value and "properties" in sub:
+                gaps += missing(sub, value, f"{prefix}{key}.")
+        return gaps
+
+    assert missing(schema, values(), "") == []
+
+
+# --- versions, docs and the whole check ------------------------------------------------------
+
+
+def test_app_version_is_the_project_version():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == project
+
+
+def test_values_table_in_readme_matches_values_yaml():
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "chart-values-table.py"),
+                             "--check", str(CHART)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_values_table_check_catches_drift_and_undocumented_keys(tmp_path):
+    chart = tmp_path / "wine-quality"
+    shutil.copytree(CHART, chart)
+    script = [sys.executable, str(REPO / "scripts" / "chart-values-table.py")]
+    text = (chart / "values.yaml").read_text()
+    (chart / "values.yaml").write_text(text.replace("# -- Fewest pods.", "# -- Fewest pods ever."))
+    drift = subprocess.run([*script, "--check", str(chart)], capture_output=True, text=True)
+    assert drift.returncode == 1 and "out of date" in drift.stderr
+    subprocess.run([*script, str(chart)], check=True)
+    assert "Fewest pods ever." in (chart / "README.md").read_text()
+
+    (chart / "values.yaml").write_text(text + "\nundocumentedKey: 1\n")
+    undocumented = subprocess.run([*script, "--check", str(chart)], capture_output=True, text=True)
+    assert undocumented.returncode == 1 and "undocumentedKey" in undocumented.stderr
+
+
+def test_chart_check_script_passes():
+    require_tool("helm")
+    result = subprocess.run([str(REPO / "scripts" / "chart-check.sh")], capture_output=True,
+                            text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = result.stderr
+    assert "all chart checks passed" in log
+    assert re.search(r"kubernetes-validate --strict 1\.30\.0: \d+ manifests valid", log)
+    assert "Failed checks: 0" in log
+
+
+def test_portable_schema_drops_only_go_dialect_patterns(tmp_path):
+    source = tmp_path / "crd.json"
+    source.write_text(json.dumps({"properties": {
+        "strategy": {"type": "string", "pattern": "^(?i)(abort|warn)?$"},
+        "name": {"type": "string", "pattern": "^[a-z]+$"}}}))
+    out = tmp_path / "portable.json"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "manifests.py"),
+                             "portable-schema", str(source), str(out)],
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "/properties/strategy: ^(?i)(abort|warn)?$"
+    schema = json.loads(out.read_text())
+    assert "pattern" not in schema["properties"]["strategy"]
+    assert schema["properties"]["name"]["pattern"] == "^[a-z]+$"
+
+
+def test_install_helm_provides_the_pinned_versions_and_is_idempotent():
+    script = REPO / "scripts" / "install-helm.sh"
+    subprocess.run([script], check=True, timeout=600, capture_output=True)
+    again = subprocess.run([script], check=True, timeout=60, capture_output=True, text=True)
+    assert again.stderr == ""  # nothing downloaded or replaced the second time
+    tools = REPO / ".tools" / "bin"
+    for binary, version in (("helm", "v4.1.4"), ("helm3", "v3.18.0")):
+        out = subprocess.run([tools / binary, "version", "--template", "{{.Version}}"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out == version
+    kubectl = subprocess.run([tools / "kubectl", "version", "--client"], capture_output=True,
+                             text=True, check=True).stdout
+    assert "v1.35.2" in kubectl
