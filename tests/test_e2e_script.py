@@ -1,0 +1,175 @@
+"""scripts/e2e.sh, the steps of the CI e2e-kind job.
+
+- podman path: the real image under `podman kube play` (scripts/kube-play.sh), smoke-tested with
+  curl.
+- kind path: no Docker engine or Kubernetes API server can run here, so `docker`, `kind`, `kubectl`
+  and `helm` are stand-ins that record their arguments; `kubectl port-forward` starts the real
+  service (gunicorn, the real model) on the forwarded port, so scripts/smoke-test.sh runs for real.
+  These tests pin down the order and arguments of the cluster steps and the failure diagnostics.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, require_tool
+
+E2E = REPO / "scripts/e2e.sh"
+IMAGE = "ghcr.io/owner/wine-quality:sha-1234567"
+
+STAND_IN = """#!/usr/bin/env bash
+# Stand-in for docker, kind, kubectl and helm: records its arguments, answers what e2e.sh asks.
+name=$(basename "$0")
+echo "$name $*" >> "$E2E_CALLS"
+case "$name $1" in
+  "helm upgrade")
+    if [ -n "${FAIL_INSTALL:-}" ]; then echo "Error: context deadline exceeded" >&2; exit 1; fi ;;
+  "kind get") printf '%s\\n' ${KIND_CLUSTERS:-} ;;
+esac
+case "$*" in
+  *"jsonpath={.items[0].metadata.name}"*) echo wine-quality ;;
+  *"jsonpath={.spec.ports[0].port}"*) echo 8080 ;;
+  *port-forward*)
+    for arg; do
+      if [[ $arg =~ ^([0-9]+):([0-9]+)$ ]]; then port=${BASH_REMATCH[1]}; fi
+    done
+    exec "$WINE_QUALITY_BIN" serve --port "$port" --model-dir "$MODEL_DIR" ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    commands = {}
+    for name in ("docker", "kind", "kubectl", "helm"):
+        path = bin_dir / name
+        path.write_text(STAND_IN)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+        commands[name.upper()] = str(path)
+    return commands
+
+
+def run_kind_path(tmp_path: Path, model_dir: Path, stand_ins: dict[str, str], **env: str
+                  ) -> tuple[subprocess.CompletedProcess, list[str]]:
+    calls = tmp_path / "calls.log"
+    environ = {
+        **os.environ, **stand_ins,
+        "E2E_MODE": "kind", "IMAGE": IMAGE,
+        "E2E_CALLS": str(calls), "MODEL_DIR": str(model_dir),
+        "WINE_QUALITY_BIN": str(Path(sys.executable).with_name("wine-quality")),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "GUNICORN_WORKERS": "1", "SMOKE_READY_TIMEOUT": "60",
+        **env,
+    }
+    result = subprocess.run([E2E], capture_output=True, text=True, env=environ, timeout=300)
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def index(calls: list[str], prefix: str) -> int:
+    matches = [number for number, call in enumerate(calls) if call.startswith(prefix)]
+    assert matches, f"no call starting with {prefix!r} in {calls}"
+    return matches[0]
+
+
+def test_kind_path_installs_the_chart_and_smoke_tests_it(tmp_path, model_dir, stand_ins):
+    require_tool("curl")
+    result, calls = run_kind_path(tmp_path, model_dir, stand_ins)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    order = [
+        index(calls, "kind create cluster --name wine-quality"),
+        index(calls, f"kind load docker-image {IMAGE} --name wine-quality"),
+        index(calls, "kubectl apply --server-side"),
+        index(calls, "helm upgrade --install wine-quality chart/wine-quality"),
+        index(calls, "helm test wine-quality --namespace wine-quality"),
+        index(calls, "kubectl --namespace wine-quality port-forward service/wine-quality"),
+    ]
+    assert order == sorted(order)
+    crds = [call for call in calls if call.startswith("kubectl apply")]
+    assert any("monitoring.coreos.com_servicemonitors.yaml" in call for call in crds)
+    assert all("prometheus-operator/v0." in call for call in crds)  # a pinned operator release
+    install = calls[order[3]]
+    for argument in ("image.repository=ghcr.io/owner/wine-quality", "image.tag=sha-1234567",
+                     "autoscaling.enabled=true", "serviceMonitor.enabled=true", "--wait"):
+        assert argument in install
+    assert "smoke test passed" in (result.stdout + result.stderr).lower()
+    assert not any(" describe " in call for call in calls)
+
+
+def test_kind_path_reuses_an_existing_cluster(tmp_path, model_dir, stand_ins):
+    # The install fails on purpose: this test is about the cluster step only.
+    result, calls = run_kind_path(tmp_path, model_dir, stand_ins,
+                                  KIND_CLUSTERS="other wine-quality", FAIL_INSTALL="1")
+    assert "reusing kind cluster wine-quality" in result.stderr
+    assert not any(call.startswith("kind create") for call in calls)
+    assert index(calls, "kind load docker-image") < index(calls, "helm upgrade")
+
+
+def test_kind_path_failure_dumps_describe_and_logs(tmp_path, model_dir, stand_ins):
+    result, calls = run_kind_path(tmp_path, model_dir, stand_ins, FAIL_INSTALL="1")
+    assert result.returncode != 0
+    assert "context deadline exceeded" in result.stderr
+    assert "e2e: failed; state of namespace wine-quality follows" in result.stderr
+    describe = index(calls, "kubectl --namespace wine-quality describe")
+    logs = index(calls, "kubectl --namespace wine-quality logs")
+    assert describe > index(calls, "helm upgrade")
+    assert "--all-containers" in calls[logs]
+    assert not any(call.startswith("helm test") for call in calls)
+
+
+def test_unknown_mode_is_refused():
+    result = subprocess.run([E2E], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "E2E_MODE": "minikube"})
+    assert result.returncode == 2
+    assert "E2E_MODE must be auto, kind or podman, not 'minikube'" in result.stderr
+
+
+def docker_engine_runs() -> bool:
+    docker = shutil.which("docker")
+    return bool(docker) and subprocess.run([docker, "info"], capture_output=True,
+                                           timeout=60).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def service_image(model_dir: Path) -> str:
+    """The project's image built from the session's artifact by scripts/image.sh, in podman's
+    image store (where `podman kube play` looks). Where a Docker engine runs (GitHub runners),
+    image.sh builds with docker and the image is copied into podman."""
+    podman = require_tool("podman")
+    version = subprocess.run([REPO / "scripts/version.sh"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    image = f"wine-quality:{version}"
+    subprocess.run([REPO / "scripts/image.sh", "build"], check=True, timeout=1800,
+                   env={**os.environ, "IMAGE": image, "MODEL_DIR": str(model_dir)})
+    if docker_engine_runs():
+        saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        loaded = subprocess.run([podman, "load"], stdin=saved.stdout, capture_output=True,
+                                text=True, timeout=600, check=True)
+        assert saved.wait(timeout=60) == 0
+        name = loaded.stdout.strip().splitlines()[-1].removeprefix("Loaded image: ").strip()
+        subprocess.run([podman, "tag", name, f"localhost/{image}"], check=True, timeout=60)
+    return image
+
+
+@pytest.mark.slow
+@pytest.mark.container
+def test_podman_path_runs_the_chart_with_the_real_image(service_image):
+    require_tool("helm")
+    result = subprocess.run(
+        [E2E], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "E2E_MODE": "podman", "IMAGE": service_image},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "no Docker engine: running the chart under podman kube play" in output
+    assert "kube-play: passed" in output
