@@ -10,9 +10,7 @@
 #   6. the chart README's values table matches values.yaml (scripts/chart-values-table.py --check)
 # Output: build/chart-check/ (rendered manifests, one file per document). Exit status 1 names what failed.
 # Environment:
-#   CRD_SCHEMA_DIR  folder of the CRD JSON schemas (files named <group>-<kind>_<version>.json);
-#                   default ../shared/schemas/crds next to the repo, else they are downloaded once
-#                   from the datreeio CRDs-catalog into .tools/cache/crds.
+#   CRD_SCHEMA_DIR  folder of the CRD JSON schemas (see scripts/crd-schemas.sh for the fallbacks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +20,6 @@ release=wine
 namespace=wine-quality
 python=.venv/bin/python
 bin=.venv/bin
-crd_catalog=https://raw.githubusercontent.com/datreeio/CRDs-catalog/main
 export PATH="$PWD/.tools/bin:$PATH"
 
 log() { echo "chart-check: $*" >&2; }
@@ -50,21 +47,7 @@ EOF
 )
 log "Kubernetes versions: $oldest (oldest claimed) and $newest (newest known)"
 
-crd_dir() {
-  local dir=${CRD_SCHEMA_DIR:-../shared/schemas/crds}
-  if [ -d "$dir" ]; then
-    echo "$dir"
-    return
-  fi
-  dir=.tools/cache/crds
-  mkdir -p "$dir"
-  local kind
-  for kind in servicemonitor prometheusrule podmonitor; do
-    local file=$dir/monitoring.coreos.com-${kind}_v1.json
-    [ -s "$file" ] || curl -fsSL --max-time 60 -o "$file" "$crd_catalog/monitoring.coreos.com/${kind}_v1.json"
-  done
-  echo "$dir"
-}
+crd_dir() { scripts/crd-schemas.sh; }
 
 rm -rf "$out"
 mkdir -p "$out/helm4" "$out/helm3" "$out/manifests"

@@ -7,7 +7,6 @@ tests/promtool/ and run with `promtool test rules`.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -38,12 +37,11 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 def portable_crd_schema(name: str, folder: Path) -> Path:
     """The CRD's JSON schema without its Go-only regexes, which check-jsonschema rejects."""
-    source = Path(os.environ.get("CRD_SCHEMA_DIR") or REPO.parent / "shared" / "schemas" / "crds")
-    if not (source / name).is_file():
-        message = f"CRD schema {source / name} not found; set CRD_SCHEMA_DIR"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    found = subprocess.run([str(REPO / "scripts" / "crd-schemas.sh")], capture_output=True,
+                           text=True, timeout=300, check=False)
+    source = Path(found.stdout.strip())
+    if found.returncode != 0 or not (source / name).is_file():
+        pytest.fail(f"CRD schema {name} not found (scripts/crd-schemas.sh: {found.stderr.strip()})")
     subprocess.run([sys.executable, str(REPO / "scripts" / "manifests.py"), "portable-schema",
                     str(source / name), str(folder / name)],
                    check=True, capture_output=True, timeout=60)
