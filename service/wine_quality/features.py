@@ -71,5 +71,10 @@ def resolve(name: str) -> Feature | None:
     return _BY_ANY_NAME.get(name)
 
 
+_COLUMN: dict[str, int] = {f.name: column for column, f in enumerate(FEATURES)}
+
+
 def index_of(feature: Feature) -> int:
-    return FEATURES.index(feature)
+    """The feature's column; a dict lookup, as it runs once per value of every request row
+    (FEATURES.index compared whole dataclasses: a third of a 10,000-row JSON request)."""
+    return _COLUMN[feature.name]

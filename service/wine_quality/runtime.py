@@ -79,6 +79,7 @@ def export_onnx(estimator: Any) -> bytes:
             estimator,
             initial_types=[(ONNX_INPUT, DoubleTensorType([None, len(FEATURES)]))],
             target_opset={"": 18, _ML_DOMAIN: 3},
+            name="wine_quality",  # a fixed graph name keeps the export byte-for-byte reproducible
         )
         _exact_tree_ensembles(model, estimator)
         onnx_bytes = model.SerializeToString()
