@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds a local stand-in for the official python:3.11-slim-bookworm image, for machines that
+# cannot pull from a container registry: a minimal Debian bookworm root file system (debootstrap)
+# with Debian's Python 3.11, pip, venv and CA certificates, imported into podman.
+#
+# Usage: scripts/build-base-image.sh [--force]
+#   Prints the image reference. Reuses the image when it already exists; --force rebuilds it.
+# Environment:
+#   BASE_IMAGE_TAG   image reference to create (default localhost/python-base:bookworm)
+#   DEBIAN_MIRROR    Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#   CONTAINERS_CONF  podman configuration (default scripts/podman/containers.conf)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tag=${BASE_IMAGE_TAG:-localhost/python-base:bookworm}
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/podman/containers.conf}
+force=false
+case "${1:-}" in
+  --force) force=true ;;
+  "") ;;
+  *) echo "usage: $0 [--force]" >&2; exit 2 ;;
+esac
+
+log() { echo "build-base-image: $*" >&2; }
+
+# Several jobs on one machine may ask for the base image at once; build it only once.
+mkdir -p build
+exec 9>build/.python-base.lock
+flock --timeout 900 9 || { log "timed out waiting for another build of $tag"; exit 1; }
+
+if ! $force && podman image exists "$tag"; then
+  log "reusing $tag"
+  echo "$tag"
+  exit 0
+fi
+
+[ "$(id -u)" -eq 0 ] || { log "debootstrap needs root"; exit 1; }
+rootfs=$(mktemp -d /var/tmp/python-base.XXXXXX)
+trap 'rm -rf "$rootfs"' EXIT
+
+start=$SECONDS
+log "debootstrap bookworm into $rootfs (from $mirror)"
+debootstrap --variant=minbase \
+  --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates \
+  bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || {
+  tail -n 30 "$rootfs.log" >&2
+  rm -f "$rootfs.log"
+  exit 1
+}
+rm -f "$rootfs.log"
+
+# Package downloads on these machines may pass through a TLS-intercepting proxy whose CA is only
+# in the host's bundle; Debian's pip reads this bundle, so builds on top of the image work.
+cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+# Like debian:bookworm-slim, which the official python slim images start from: no package lists,
+# caches, documentation or message translations.
+rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* "$rootfs"/var/cache/debconf/*-old \
+  "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/*
+find "$rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+
+tar --numeric-owner -C "$rootfs" -c . | podman import --quiet \
+  --change 'ENV LANG=C.UTF-8' \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  --change 'CMD ["python3"]' \
+  - "$tag" >/dev/null
+log "built $tag in $((SECONDS - start)) s ($(podman image inspect --format '{{.Size}}' "$tag") bytes)"
+echo "$tag"
