@@ -2,9 +2,9 @@
 """The values table of the chart README, generated from values.yaml's `# -- ` comments.
 
 Usage: scripts/chart-values-table.py [--check] [CHART_DIR]
-  Without --check, rewrites the table between the README's values-table markers.
-  With --check, exits 1 (naming the difference) when the README's table is out of date or a key
-  of values.yaml has no `# -- ` comment.
+  Without --check, rewrites the table between the values-table markers of the chart's README and
+  of the project README. With --check, exits 1 (naming the difference) when either table is out of
+  date or a key of values.yaml has no `# -- ` comment.
 
 A comment `# -- text` (continued by further `# ` lines) documents the key right below it. A key
 that holds a map of keys needs no comment of its own when every key in it has one; a documented
@@ -24,6 +24,9 @@ import yaml
 
 START = "<!-- values-table:start -->"
 END = "<!-- values-table:end -->"
+REPO = Path(__file__).resolve().parent.parent
+PROJECT_CHART = REPO / "chart" / "wine-quality"
+PROJECT_README = REPO / "README.md"  # shows the table too, for the project's own chart
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.-]+):(?:\s|$)")
 DOC_START = re.compile(r"^\s*# -- ?(?P<text>.*)$")
 DOC_MORE = re.compile(r"^\s*#(?: (?P<text>.*))?$")
@@ -123,24 +126,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when the README is out of date")
     parser.add_argument("chart", nargs="?", type=Path,
-                        default=Path(__file__).resolve().parent.parent / "chart" / "wine-quality")
+                        default=PROJECT_CHART)
     args = parser.parse_args(argv)
-    readme_path = args.chart / "README.md"
+    readmes = [args.chart / "README.md"]
+    if args.chart.resolve() == PROJECT_CHART:
+        readmes.append(PROJECT_README)
     try:
-        readme = readme_path.read_text(encoding="utf-8")
-        updated = replace_table(readme, table(args.chart))
+        new_table = table(args.chart)
+        current = {path: path.read_text(encoding="utf-8") for path in readmes}
+        updated = {path: replace_table(text, new_table) for path, text in current.items()}
     except ValuesDocError as error:
         print(f"chart-values-table: {error}", file=sys.stderr)
         return 1
+    stale = [path for path in readmes if updated[path] != current[path]]
     if args.check:
-        if updated != readme:
-            print(f"chart-values-table: {readme_path} is out of date with values.yaml; "
+        for path in stale:
+            print(f"chart-values-table: {path} is out of date with values.yaml; "
                   "run scripts/chart-values-table.py", file=sys.stderr)
-            return 1
-        return 0
-    readme_path.write_text(updated, encoding="utf-8")
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(updated[path], encoding="utf-8")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

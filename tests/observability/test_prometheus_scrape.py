@@ -5,7 +5,7 @@ gunicorn serves a trained artifact with several workers on a free 127.0.0.1 port
 Service name as `job`, the release namespace as `namespace`, a 1 s interval) and evaluates the
 chart's rendered alert rules. The test sends a known mix of traffic, waits for the scrapes and
 compares what Prometheus's HTTP API answers with what was sent. The dashboard's queries and the
-metric list of docs/monitoring.md are checked against the same Prometheus.
+metric list of the README are checked against the same Prometheus.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.slow
 
 WORKERS = 3
 SCRAPE_INTERVAL = "1s"
-DOC = REPO / "docs" / "monitoring.md"
+DOC = REPO / "README.md"
 PLOT_SCRIPT = REPO / "scripts" / "plot-scrape.py"
 # Pushed out of the training range, within the physical bounds: alcohol above the training
 # maximum (15 of 117 rows, above the 10% drift threshold), sulphates below the training minimum
@@ -471,8 +471,11 @@ def test_dashboard_queries_parse_and_return_data(stack: Stack, dashboard: dict,
 
 
 def documented_metrics() -> dict[str, set[str]]:
-    """{metric: label names} from the metrics table of docs/monitoring.md."""
-    rows = re.findall(r"^\| `([a-z_:]+)` \| [a-z]+ \| ([^|]*) \|", DOC.read_text(), re.MULTILINE)
+    """{metric: label names} from the README's metrics table."""
+    text = DOC.read_text()
+    start, end = "<!-- metrics-table:start -->", "<!-- metrics-table:end -->"
+    table = text[text.index(start):text.index(end)]
+    rows = re.findall(r"^\| `([a-z_:]+)` \| [a-z]+ \| ([^|]*) \|", table, re.MULTILINE)
     return {name: set(re.findall(r"`([a-z_]+)`", labels)) for name, labels in rows}
 
 
