@@ -12,6 +12,7 @@ ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 # deps: the locked runtime dependencies in /opt/venv. A stage (and image layer) of its own, so a
 # change to the code or the model rebuilds and ships a few MB, not the 300 MB of dependencies.
 # ---------------------------------------------------------------------------------------------
+# checkov:skip=CKV_DOCKER_7: the tag comes from BASE_IMAGE, whose default above is pinned (3.11.14)
 FROM ${BASE_IMAGE} AS deps
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

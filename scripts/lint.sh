@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every linter of the project, in one place: `make lint`, the CI lint job and .ci/run call this.
-#   ruff (Python), hadolint (Dockerfile), shellcheck (scripts/*.sh, .ci/run), yamllint (all YAML but
+#   ruff (Python), hadolint and checkov (Dockerfile), shellcheck (scripts/*.sh, .ci/run), yamllint (all YAML but
 #   the chart's Go templates), check-jsonschema (workflows, Dependabot config), zizmor (workflow
 #   security audit), helm lint --strict (the chart).
 # Runs every linter even when one fails, then exits non-zero if any failed.
@@ -36,6 +36,8 @@ run ruff "$bin/ruff" check .
 
 if [ -f Dockerfile ]; then
   run hadolint "$bin/hadolint" Dockerfile
+  run checkov-dockerfile "$bin/checkov" --framework dockerfile --file Dockerfile --quiet --compact \
+    --skip-download
 fi
 
 mapfile -t shell_scripts < <(present scripts/*.sh scripts/*/*.sh .ci/run)

@@ -5,7 +5,9 @@
 #                    of this workspace, print `version=X.Y.Z` (for $GITHUB_OUTPUT)
 #   build-env        stamp $VERSION into pyproject.toml and print the image's build arguments as
 #                    KEY=VALUE lines (for $GITHUB_ENV): SOURCE_DATE_EPOCH (commit time, reproducible
-#                    image timestamps), CREATED, GIT_COMMIT, MODEL_VERSION (from the artifact)
+#                    image timestamps), CREATED, GIT_COMMIT, MODEL_VERSION (from the artifact),
+#                    BASE_IMAGE (the Dockerfile's pinned base tag, plus its digest where a docker
+#                    engine with buildx can ask the registry)
 #   compare [--preview]
 #                    champion/challenger: artifacts/model/metadata.json against the latest GitHub
 #                    release's metadata.json (or $CHAMPION_METADATA, a path or URL); fails when the new
@@ -58,6 +60,22 @@ build_env() {
   echo "GIT_COMMIT=$(git rev-parse HEAD)"
   echo "MODEL_VERSION=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' \
     "$MODEL_DIR/metadata.json")"
+  base_image_by_digest
+}
+
+# The Dockerfile's default base image (a pinned tag) with the digest it names today, so the build
+# cannot silently pick up a re-pushed tag; the tag alone where no docker engine can ask a registry.
+base_image_by_digest() {
+  local base digest
+  base=$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)
+  [ -n "$base" ] || die "Dockerfile has no ARG BASE_IMAGE default"
+  if ! { docker buildx version && docker info; } >/dev/null 2>&1; then
+    echo "BASE_IMAGE=$base"
+    return
+  fi
+  digest=$(docker buildx imagetools inspect --format '{{.Manifest.Digest}}' "$base") \
+    || die "cannot resolve $base to a digest"
+  echo "BASE_IMAGE=$base@$digest"
 }
 
 # Path or URL of the champion's metadata.json, or nothing when there is no release yet.
