@@ -68,6 +68,26 @@ def test_every_problem_of_every_row_is_listed():
     assert "7 problems" in error.message
 
 
+def test_uniform_batches_give_the_same_rows_and_errors_as_mixed_ones():
+    snake = dict(zip(FEATURE_KEYS, ROW, strict=True))
+    shuffled = dict(reversed(list(snake.items())))  # same keys, another order: one key order
+    uniform = [shuffled] * 3
+    mixed = [WINE, snake, shuffled]  # differently spelled records: resolved row by row
+    assert np.array_equal(rows_from_records(uniform, 10), rows_from_records(mixed, 10))
+    assert rows_from_records(uniform, 10).tolist() == [ROW] * 3
+
+    out_of_bounds = [dict(shuffled), dict(shuffled), {**shuffled, "ph": 15.0, "alcohol": math.nan}]
+    errors = []
+    for batch in (out_of_bounds, [WINE, *out_of_bounds[1:]]):
+        with pytest.raises(InputError) as caught:
+            rows_from_records(batch, max_rows=10)
+        errors.append(problems(caught.value))
+    assert errors[0] == errors[1] == {
+        (2, "pH", "15 is outside the physical bounds [0, 14] pH"),
+        (2, "alcohol", "must be a finite number (not NaN or infinity)"),
+    }
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_non_finite_values_are_rejected(value):
     with pytest.raises(InputError) as caught:

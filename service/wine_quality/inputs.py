@@ -20,6 +20,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ N_FEATURES = len(FEATURES)
 MAX_DETAILS = 100
 """At most this many problems are listed in one error; the message says how many were left out."""
 
+_PLAIN_NUMBERS = {int, float}
 _MINIMA = np.array([f.minimum for f in FEATURES])
 _MAXIMA = np.array([f.maximum for f in FEATURES])
 
@@ -142,10 +144,43 @@ def rows_from_records(records: Sequence[Any], max_rows: int) -> np.ndarray:
                            "problem": "must hold at least one row"}])
     if len(records) > max_rows:
         raise too_many_rows(len(records), max_rows)
+    rows = _uniform_rows(records)
+    if rows is not None:
+        validate_rows(rows)
+        return rows
     problems = _Problems()
-    rows = [_record_to_row(record, i, problems) for i, record in enumerate(records)]
+    rows = np.array([_record_to_row(record, i, problems) for i, record in enumerate(records)],
+                    dtype=np.float64)
     problems.raise_if_any()
-    return np.array(rows, dtype=np.float64)
+    return rows
+
+
+def _uniform_rows(records: Sequence[Any]) -> np.ndarray | None:
+    """The common batch, fast: every record an object with the same 11 feature keys holding plain
+    numbers. The key names are resolved once, not per row; None sends anything else through the
+    row-by-row path, which names each problem (validate_rows names bounds and NaN ones)."""
+    first = records[0]
+    if type(first) is not dict or len(first) != N_FEATURES:
+        return None
+    keys = tuple(first)
+    features = [resolve(key) if isinstance(key, str) else None for key in keys]
+    if None in features or len(set(features)) != N_FEATURES:
+        return None
+    if not all(type(record) is dict and len(record) == N_FEATURES for record in records):
+        return None
+    try:
+        values = [[record[key] for key in keys] for record in records]
+    except KeyError:  # a record with other keys
+        return None
+    if not set(map(type, chain.from_iterable(values))) <= _PLAIN_NUMBERS:
+        return None  # strings, booleans (their type is bool, not int), null, ...
+    try:
+        block = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range
+        return None
+    rows = np.empty_like(block)
+    rows[:, [index_of(feature) for feature in features]] = block
+    return rows
 
 
 def rows_from_json(payload: Any, max_rows: int) -> tuple[np.ndarray, bool]:
