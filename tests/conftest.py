@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -48,6 +49,37 @@ def model_dir(data_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         check=True,
     )
     return output
+
+
+def project_version() -> str:
+    return subprocess.run([REPO / "scripts" / "version.sh"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def git_head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=False).stdout.strip() or "unknown"
+
+
+class BuiltImage(NamedTuple):
+    name: str  # localhost/wine-quality:<version>, in podman's image store
+    commit: str  # the commit checked out when it was built
+
+
+@pytest.fixture(scope="session")
+def built_image(model_dir: Path) -> BuiltImage:
+    """The project's image, built once per session by `scripts/image.sh build` under podman (where
+    `podman kube play` looks for it) from the `model_dir` artifact, mostly from the build cache."""
+    require_tool("podman")
+    image = BuiltImage(f"localhost/wine-quality:{project_version()}", git_head())
+    env = {**os.environ, "CONTAINER_ENGINE": "podman", "IMAGE": image.name,
+           "MODEL_DIR": str(model_dir),
+           "CONTAINERS_CONF": str(REPO / "scripts" / "podman" / "containers.conf")}
+    result = subprocess.run([REPO / "scripts" / "image.sh", "build"], env=env, capture_output=True,
+                            text=True, timeout=1800, check=False)
+    assert result.returncode == 0, (
+        f"image.sh build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return image
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """scripts/e2e.sh, the steps of the CI e2e-kind job.
 
-- podman path: the real image under `podman kube play` (scripts/kube-play.sh), smoke-tested with
-  curl.
+- podman path: the real image (built once per session, fixture `built_image`) under
+  `podman kube play` (scripts/kube-play.sh): its UID, read-only root, smoke test, the chart's helm
+  test script, and the pod torn down afterwards.
 - kind path: no Docker engine or Kubernetes API server can run here, so `docker`, `kind`, `kubectl`
   and `helm` are stand-ins that record their arguments; `kubectl port-forward` starts the real
   service (gunicorn, the real model) on the forwarded port, so scripts/smoke-test.sh runs for real.
@@ -11,7 +12,7 @@
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import stat
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require_tool
+from conftest import REPO, BuiltImage, require_tool
 
 E2E = REPO / "scripts/e2e.sh"
 IMAGE = "ghcr.io/owner/wine-quality:sha-1234567"
@@ -134,42 +135,26 @@ def test_unknown_mode_is_refused():
     assert "E2E_MODE must be auto, kind or podman, not 'minikube'" in result.stderr
 
 
-def docker_engine_runs() -> bool:
-    docker = shutil.which("docker")
-    return bool(docker) and subprocess.run([docker, "info"], capture_output=True,
-                                           timeout=60).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def service_image(model_dir: Path) -> str:
-    """The project's image built from the session's artifact by scripts/image.sh, in podman's
-    image store (where `podman kube play` looks). Where a Docker engine runs (GitHub runners),
-    image.sh builds with docker and the image is copied into podman."""
-    podman = require_tool("podman")
-    version = subprocess.run([REPO / "scripts/version.sh"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-    image = f"wine-quality:{version}"
-    subprocess.run([REPO / "scripts/image.sh", "build"], check=True, timeout=1800,
-                   env={**os.environ, "IMAGE": image, "MODEL_DIR": str(model_dir)})
-    if docker_engine_runs():
-        saved = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-        loaded = subprocess.run([podman, "load"], stdin=saved.stdout, capture_output=True,
-                                text=True, timeout=600, check=True)
-        assert saved.wait(timeout=60) == 0
-        name = loaded.stdout.strip().splitlines()[-1].removeprefix("Loaded image: ").strip()
-        subprocess.run([podman, "tag", name, f"localhost/{image}"], check=True, timeout=60)
-    return image
-
-
 @pytest.mark.slow
 @pytest.mark.container
-def test_podman_path_runs_the_chart_with_the_real_image(service_image):
+def test_podman_path_runs_the_chart_with_the_real_image(built_image: BuiltImage):
     require_tool("helm")
+    require_tool("curl")
+    podman = require_tool("podman")
     result = subprocess.run(
         [E2E], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "E2E_MODE": "podman", "IMAGE": service_image},
+        env={**os.environ, "E2E_MODE": "podman", "IMAGE": built_image.name},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "no Docker engine: running the chart under podman kube play" in output
+    # scripts/kube-play.sh's checks of the running pod
+    assert "uid:gid 10001:10001, read-only root file system, writable /tmp" in output
+    assert "smoke test passed" in output
+    assert re.search(r"helm test script passed: .*\"quality\"", output)
     assert "kube-play: passed" in output
+    # Torn down: the run's pod is gone.
+    pod = re.search(r"kube-play: pod (\S+)", output).group(1)
+    pods = subprocess.run([podman, "pod", "ps", "--format", "{{.Name}}"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    assert pod not in pods

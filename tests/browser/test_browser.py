@@ -11,20 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
 from conftest import REPO, require_tool
+from gunicorn_server import GunicornServer
 from wine_quality.artifact import LoadedModel
 from wine_quality.features import FEATURES
 
@@ -34,53 +29,18 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-STARTUP_SECONDS = 90
 TIMEOUT_MS = 30_000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def base_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The service under gunicorn (its own config, two workers) on 127.0.0.1:<free port>."""
-    folder = tmp_path_factory.mktemp("gunicorn")
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key != "WINE_QUALITY_SECRET_KEY"}
-    env.update(WINE_QUALITY_MODEL_DIR=str(model_dir), PORT=str(port), GUNICORN_WORKERS="2",
-               GUNICORN_SHUTDOWN_DELAY="0", PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
-    log_path = folder / "gunicorn.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:wine_quality.gunicorn_conf",
-             "--bind", f"127.0.0.1:{port}", "wine_quality.app:create_app()"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    """The service under gunicorn (its own config, two workers), with no secret key configured."""
+    server = GunicornServer.start(model_dir, tmp_path_factory.mktemp("gunicorn"),
+                                  WINE_QUALITY_SECRET_KEY=None, GUNICORN_SHUTDOWN_DELAY="0")
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"gunicorn exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or a worker still loading
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn not ready in {STARTUP_SECONDS} s:\n{log_path.read_text()}")
-            time.sleep(0.5)
-        yield url
+        yield server.url
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,114 +10,36 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
+from gunicorn_server import GunicornServer
 from wine_quality.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.slow
 
-GUNICORN = Path(sys.executable).with_name("gunicorn")
 WINE = dict(zip(FEATURE_NAMES, (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4),
                 strict=True))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    url: str
-    port: int
-    stdout: Path
-    stderr: Path
-
-    def access_log(self) -> list[dict]:
-        lines = self.stdout.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def logs(self) -> str:
-        return self.stderr.read_text()[-3000:]
-
-
-def wait_ready(server: Server, workers: int, timeout: float = 180.0) -> None:
-    """Until every worker has booted (loaded the model) and /readyz answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.process.returncode}:\n{server.logs()}")
-        booted = server.stderr.read_text().count(": booted")
-        try:
-            if booted >= workers and requests.get(f"{server.url}/readyz", timeout=2).ok:
-                return
-        except requests.RequestException:  # refused, or accepted before a worker is up
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"gunicorn not ready after {timeout} s:\n{server.logs()}")
-
-
-def start(model_dir: Path, tmp_path: Path, **env: str) -> Server:
-    port = free_port()
-    environment = {
-        **os.environ,
-        "WINE_QUALITY_MODEL_DIR": str(model_dir),
-        "PORT": str(port),
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "GUNICORN_WORKERS": "2",
-        **env,
-    }
-    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [str(GUNICORN), "-c", "python:wine_quality.gunicorn_conf",
-             "wine_quality.app:create_app()"],
-            env=environment, stdout=out, stderr=err, cwd=tmp_path,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", port, stdout, stderr)
-    try:
-        wait_ready(server, int(environment["GUNICORN_WORKERS"]))
-    except BaseException:  # pytest.fail included: never leave a server running
-        stop(server)
-        raise
-    return server
-
-
-def stop(server: Server) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            return server.process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=10)
-    return server.process.returncode
-
-
 @pytest.fixture(scope="module")
-def four_workers(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start(model_dir, tmp_path_factory.mktemp("gunicorn"), GUNICORN_WORKERS="4",
-                   GUNICORN_SHUTDOWN_DELAY="0", GUNICORN_GRACEFUL_TIMEOUT="10")
+def four_workers(model_dir: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
+    server = GunicornServer.start(model_dir, tmp_path_factory.mktemp("gunicorn"),
+                                  GUNICORN_WORKERS="4", GUNICORN_SHUTDOWN_DELAY="0",
+                                  GUNICORN_GRACEFUL_TIMEOUT="10")
     yield server
-    stop(server)
+    server.stop()
 
 
-def scrape(server: Server) -> dict[str, float]:
+def scrape(server: GunicornServer) -> dict[str, float]:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     samples = {}
     for line in text.splitlines():
@@ -131,7 +53,7 @@ def total(samples: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in samples.items() if k.startswith(prefix))
 
 
-def test_metrics_add_up_across_four_workers(four_workers: Server):
+def test_metrics_add_up_across_four_workers(four_workers: GunicornServer):
     sent = 120
     before = scrape(four_workers)
     for _ in range(sent):  # a new connection per request, so the kernel spreads them over workers
@@ -153,7 +75,7 @@ def test_metrics_add_up_across_four_workers(four_workers: Server):
     assert len(info) == 1 and after[info[0]] == 1
 
 
-def test_access_log_is_json_with_the_request_id(four_workers: Server):
+def test_access_log_is_json_with_the_request_id(four_workers: GunicornServer):
     response = requests.get(f"{four_workers.url}/healthz", headers={"X-Request-ID": "trace-42"},
                             timeout=10)
     assert response.headers["X-Request-ID"] == "trace-42"
@@ -174,7 +96,7 @@ def red_wine_csv(data_source: Path, rows: int) -> tuple[str, np.ndarray]:
     return "\n".join([header, *body]) + "\n", values
 
 
-def test_ten_thousand_row_csv_batch(four_workers: Server, data_source: Path, loaded_model):
+def test_ten_thousand_row_csv_batch(four_workers: GunicornServer, data_source: Path, loaded_model):
     text, values = red_wine_csv(data_source, 10_000)
     started = time.perf_counter()
     response = requests.post(f"{four_workers.url}/v1/predict", data=text, timeout=60,
@@ -220,8 +142,8 @@ def slow_upload(url: str, body: bytes, pieces: int, pause: float, result: dict) 
 
 def test_sigterm_turns_readiness_off_first_and_finishes_the_batch(
         model_dir: Path, tmp_path: Path, data_source: Path):
-    server = start(model_dir, tmp_path, GUNICORN_WORKERS="2", GUNICORN_SHUTDOWN_DELAY="1",
-                   GUNICORN_GRACEFUL_TIMEOUT="20")
+    server = GunicornServer.start(model_dir, tmp_path, GUNICORN_WORKERS="2",
+                                  GUNICORN_SHUTDOWN_DELAY="1", GUNICORN_GRACEFUL_TIMEOUT="20")
     try:
         text, _ = red_wine_csv(data_source, 10_000)
         result: dict = {}
@@ -247,7 +169,7 @@ def test_sigterm_turns_readiness_off_first_and_finishes_the_batch(
         upload.join(timeout=60)
         exit_code = server.process.wait(timeout=40)
     finally:
-        stop(server)
+        server.stop()
     assert not_ready_at is not None, f"/readyz never answered 503 after SIGTERM:\n{server.logs()}"
     assert result.get("status") == 200, f"{result.get('body', '')[:300]}\n{server.logs()}"
     assert not_ready_at < result["finished"]

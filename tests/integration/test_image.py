@@ -1,8 +1,9 @@
 """The container image, built and run under podman with the project's own scripts.
 
-`scripts/image.sh build` builds the Dockerfile from the session's freshly trained artifact;
-`scripts/image.sh test` runs it the way the chart does (UID 10001, read-only root file system,
-tmpfs /tmp, the chart's environment), smoke-tests it and stops it with SIGTERM. The tests below
+`scripts/image.sh build` builds the Dockerfile from the session's freshly trained artifact (the
+session fixture `built_image`); `scripts/image.sh test` runs it the way the chart does (UID 10001,
+read-only root file system, tmpfs /tmp, the chart's environment), smoke-tests it and stops it with
+SIGTERM. The tests below
 check what the image promises: its metadata, that it ships exactly the trained artifact, and that
 the runtime user can write nothing outside /tmp.
 """
@@ -18,16 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require_tool
+from conftest import REPO, BuiltImage, project_version, require_tool
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 IMAGE_SH = REPO / "scripts" / "image.sh"
-
-
-def project_version() -> str:
-    return subprocess.run([REPO / "scripts" / "version.sh"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -36,36 +32,20 @@ def podman() -> str:
 
 
 @pytest.fixture(scope="module")
-def engine_env(podman: str, model_dir: Path) -> dict[str, str]:
+def image(built_image: BuiltImage) -> str:
+    return built_image.name
+
+
+@pytest.fixture(scope="module")
+def engine_env(podman: str, image: str, model_dir: Path) -> dict[str, str]:
     """image.sh forced onto podman (a Docker engine may answer too) and this session's artifact."""
     return {
         **os.environ,
         "CONTAINER_ENGINE": "podman",
         "CONTAINERS_CONF": str(REPO / "scripts" / "podman" / "containers.conf"),
-        "IMAGE": f"localhost/wine-quality:{project_version()}",
+        "IMAGE": image,
         "MODEL_DIR": str(model_dir),
     }
-
-
-def git_head() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=False).stdout.strip() or "unknown"
-
-
-@pytest.fixture(scope="module")
-def built_from_commit(engine_env: dict[str, str]) -> str:
-    """The commit checked out when the image is built (read just before `image` builds it)."""
-    return git_head()
-
-
-@pytest.fixture(scope="module")
-def image(engine_env: dict[str, str], built_from_commit: str) -> str:
-    """Builds the image (the base image too, when missing) and returns its reference."""
-    result = subprocess.run([IMAGE_SH, "build"], env=engine_env, capture_output=True, text=True,
-                            timeout=1800, check=False)
-    assert result.returncode == 0, (
-        f"image.sh build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return engine_env["IMAGE"]
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +67,10 @@ def run_in_image(podman: str, image: str, env: dict[str, str], *command: str,
 
 
 def test_image_labels_name_version_commit_and_model(inspected: dict, model_dir: Path,
-                                                    built_from_commit: str):
+                                                    built_image: BuiltImage):
     labels = inspected["Labels"]
     metadata = json.loads((model_dir / "metadata.json").read_text())
-    commit = built_from_commit
+    commit = built_image.commit
 
     assert labels["org.opencontainers.image.version"] == project_version()
     assert labels["org.opencontainers.image.revision"] in (commit, f"{commit}-dirty")

@@ -16,8 +16,6 @@ import json
 import math
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ import requests
 import yaml
 
 from conftest import REPO, require_tool
+from gunicorn_server import GunicornServer, free_port, stop_process
 from wine_quality.features import FEATURE_NAMES, FEATURES, resolve
 
 from .conftest import (
@@ -67,12 +66,6 @@ TARGET_LABELS = {"__name__", "job", "instance", "namespace"}
 PHASE_PAUSE = 1.5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
     """Poll `condition` until it returns something truthy; fail naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -92,16 +85,6 @@ def tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def stop(process: subprocess.Popen, timeout: float = 30) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 class Prometheus:
@@ -143,9 +126,12 @@ class Traffic:
     qualities: list[float] = field(default_factory=list)
     out_of_range: Counter = field(default_factory=Counter)  # feature key -> rows
 
+    def count(self, method: str, route: str, status: str, n: int = 1) -> None:
+        self.by_status[method, status] += n
+        self.by_route[method, route, status] += n
+
     def record(self, method: str, route: str, response: requests.Response) -> requests.Response:
-        self.by_status[method, str(response.status_code)] += 1
-        self.by_route[method, route, str(response.status_code)] += 1
+        self.count(method, route, str(response.status_code))
         if response.status_code == 200 and route in ("/v1/predict", "/predict"):
             body = response.json()
             records = body.get("predictions", [body])
@@ -274,26 +260,6 @@ def chart_scrape_job() -> tuple[str, str]:
     return service["metadata"]["name"], endpoint.get("path", "/metrics")
 
 
-def start_service(model_dir: Path, folder: Path, port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "WINE_QUALITY_MODEL_DIR": str(model_dir),
-        "PORT": str(port),
-        "GUNICORN_WORKERS": str(WORKERS),
-        "GUNICORN_SHUTDOWN_DELAY": "0",
-        "PROMETHEUS_MULTIPROC_DIR": str(folder / "metrics"),
-        "WINE_QUALITY_LOG_LEVEL": "warning",
-    }
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    log = (folder / "gunicorn.log").open("w")
-    # The service's own command; --bind keeps the test on 127.0.0.1 (the config binds 0.0.0.0).
-    return subprocess.Popen(
-        [str(gunicorn), "-c", "python:wine_quality.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
-         "wine_quality.app:create_app()"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
-    )
-
-
 def start_prometheus(folder: Path, port: int, job: str, path: str, target: str,
                      rules: Path) -> subprocess.Popen:
     config = {
@@ -322,22 +288,18 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     job, path = chart_scrape_job()
     rules = write_rule_file(prometheus_rule(), folder / "rules.yaml")
     metadata = json.loads((model_dir / "metadata.json").read_text())
-    service_port, prometheus_port = free_port(), free_port()
-    base_url = f"http://127.0.0.1:{service_port}"
+    service = GunicornServer.start(model_dir, folder, GUNICORN_WORKERS=str(WORKERS),
+                                   GUNICORN_SHUTDOWN_DELAY="0")
     traffic = Traffic()
-    client = Client(base_url, traffic)
-
-    service = start_service(model_dir, folder, service_port)
+    for status, count in service.readiness_probes.items():  # the service counted these too
+        traffic.count("GET", "/readyz", str(status), count)
+    client = Client(service.url, traffic)
+    prometheus_port = free_port()
     prometheus_process = None
     try:
-        def service_ready() -> dict | None:
-            assert service.poll() is None, f"gunicorn exited:\n{tail(folder / 'gunicorn.log')}"
-            response = client.get("/readyz", "/readyz")
-            return response.json() if response.status_code == 200 else None
-
-        ready = wait_for(service_ready, 180, "the service's /readyz")
+        ready = client.get("/readyz", "/readyz").json()
         prometheus_process = start_prometheus(folder, prometheus_port, job, path,
-                                              f"127.0.0.1:{service_port}", rules)
+                                              f"127.0.0.1:{service.port}", rules)
         prometheus = Prometheus(f"http://127.0.0.1:{prometheus_port}")
 
         def target_up() -> bool:
@@ -355,8 +317,8 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield Stack(prometheus, traffic, metadata, ready, job, NAMESPACE, started, time.time())
     finally:
         if prometheus_process is not None:
-            stop(prometheus_process)
-        stop(service)
+            stop_process(prometheus_process, timeout=30)
+        service.stop()
 
 
 def selector(stack: Stack) -> str:
