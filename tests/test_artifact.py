@@ -139,6 +139,18 @@ def test_metadata_without_required_keys(artifact):
     assert "missing key(s) model_file" in refused(artifact)
 
 
+def test_missing_reference_tolerance_is_named(artifact):
+    edit_metadata(artifact, lambda m: m["reference"].pop("tolerance"))
+    assert "reference.tolerance is missing" in refused(artifact, "sklearn")
+
+
+def test_auto_falls_back_when_the_onnx_tolerance_is_missing(artifact):
+    edit_metadata(artifact, lambda m: m["runtimes"]["onnx"].pop("tolerance"))
+    model = load_artifact(artifact)
+    assert model.runtime == "sklearn"
+    assert "runtimes.onnx.tolerance is missing" in model.fallback_reason
+
+
 def test_missing_directory(tmp_path):
     assert "model directory not found" in refused(tmp_path / "nothing")
 

@@ -31,6 +31,14 @@ def test_malformed_json_is_400(api_client, body):
     assert "line 1" in error["message"]
 
 
+def test_json_that_python_refuses_to_decode_is_400(api_client):
+    digits = "1" * 5000  # above Python's limit for integer strings: ValueError, not JSONDecodeError
+    for route in ("/predict", "/v2/models/wine-quality/infer"):
+        response = api_client.post(route, data=f'{{"alcohol": {digits}}}',
+                                   content_type="application/json")
+        assert response.status_code == 400, (route, response.get_data(as_text=True)[:300])
+
+
 def test_body_that_is_not_utf8_is_400(api_client):
     error = error_of(api_client.post("/predict", data=b"\xff\xfe\xfa",
                                      content_type="application/json"), 400)

@@ -34,13 +34,13 @@ import numpy as np
 from wine_quality import __version__
 from wine_quality.data import sha256_of
 from wine_quality.features import FEATURES
+from wine_quality.settings import RUNTIMES
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
-RUNTIMES = ("auto", "onnx", "sklearn")
 RECORDED_PACKAGES = ("numpy", "scikit-learn", "joblib", "onnxruntime", "skl2onnx")
 REQUIRED_KEYS = ("name", "version", "algorithm", "versions", "model_file", "reference", "runtimes")
 
@@ -179,7 +179,7 @@ def load_artifact(model_dir: Path, runtime: str = "auto") -> LoadedModel:
 
     sklearn_predictor = SklearnPredictor(estimator)
     _check_reference(model_dir / metadata["model_file"]["path"], sklearn_predictor, metadata,
-                     metadata["reference"]["tolerance"])
+                     _tolerance(model_dir, metadata["reference"], "reference"))
     predictor, fallback_reason = sklearn_predictor, None
     if runtime != "sklearn":
         onnx_predictor, fallback_reason = _load_onnx(model_dir, metadata)
@@ -284,6 +284,15 @@ def _reference(metadata: dict[str, Any], path: Path) -> tuple[np.ndarray, np.nda
     return inputs, outputs
 
 
+def _tolerance(model_dir: Path, entry: Any, where: str) -> float:
+    """The `tolerance` recorded under `where` in the metadata, or ArtifactError naming it."""
+    value = entry.get("tolerance") if isinstance(entry, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ArtifactError(f"{model_dir / METADATA_FILE}: {where}.tolerance is missing or not a "
+                            f"non-negative number ({value!r})")
+    return float(value)
+
+
 def _check_reference(path: Path, predictor: Any, metadata: dict[str, Any], tolerance: float
                      ) -> float:
     """Largest deviation from the recorded reference outputs; ArtifactError beyond `tolerance`."""
@@ -320,7 +329,8 @@ def _load_onnx(model_dir: Path, metadata: dict[str, Any]) -> tuple[Any | None, s
     except Exception as error:  # onnxruntime rejects the model: fall back to the reference
         return None, f"onnxruntime cannot load {ONNX_FILE} ({error})"
     try:
-        _check_reference(model_dir / ONNX_FILE, predictor, metadata, float(entry["tolerance"]))
+        _check_reference(model_dir / ONNX_FILE, predictor, metadata,
+                         _tolerance(model_dir, entry, "runtimes.onnx"))
     except ArtifactError as error:
         return None, str(error)
     return predictor, None

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from wine_quality import __version__, release
+from wine_quality import __version__, release, settings
 from wine_quality.features import FEATURES
 
 EXIT_OK = 0
@@ -99,6 +99,7 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
+    from wine_quality.data import WINES
     from wine_quality.train import BASELINE, CANDIDATES
 
     command = commands.add_parser(
@@ -121,7 +122,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--output", type=Path, required=True, metavar="DIR",
                          help="artifact directory to write (replaced atomically), "
                               "e.g. artifacts/model")
-    command.add_argument("--wine", choices=("red", "white"), default="red",
+    command.add_argument("--wine", choices=WINES, default="red",
                          help="which wine to model (default: red)")
     command.add_argument("--seed", type=int, default=0,
                          help="seed of the split, the folds and the estimators (default: 0)")
@@ -189,10 +190,10 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     )
     command.add_argument("input", metavar="FILE", help="CSV or JSON file; '-' reads stdin")
     command.add_argument("--model-dir", type=Path,
-                         default=Path(os.environ.get("WINE_QUALITY_MODEL_DIR", "artifacts/model")),
+                         default=Path(settings.raw("WINE_QUALITY_MODEL_DIR")),
                          help="artifact directory (default: env WINE_QUALITY_MODEL_DIR, "
                               "else artifacts/model)")
-    command.add_argument("--runtime", choices=("auto", "onnx", "sklearn"), default="auto",
+    command.add_argument("--runtime", choices=settings.RUNTIMES, default="auto",
                          help="inference runtime (default: auto = ONNX when available)")
     command.add_argument("--json", action="store_true",
                          help='print {"predictions": [...], "model_version": ...} instead of lines')
@@ -230,6 +231,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(f"error: {source}: invalid JSON ({error.msg} at line {error.lineno})",
               file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ValueError as error:  # json's other refusals, e.g. an integer of over 4300 digits
+        print(f"error: {source}: invalid JSON ({error})", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except InputError as error:
         print(f"error: {source}: {error.message}", file=sys.stderr)
         for detail in error.details:
@@ -255,21 +259,19 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
-    from wine_quality.settings import SETTINGS
-
-    settings = "\n".join(f"  {s.env:<28} {s.help} (default: {s.default or 'empty'})"
-                         for s in SETTINGS)
+    listing = "\n".join(f"  {s.env:<28} {s.help} (default: {s.default or 'empty'})"
+                        for s in settings.SETTINGS)
     command = commands.add_parser(
         "serve", formatter_class=_formatter,
         help="serve the model over HTTP with gunicorn",
         description="Run gunicorn with the project's configuration: "
                     "gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'",
-        epilog=f"Configuration (environment variables):\n{settings}",
+        epilog=f"Configuration (environment variables):\n{listing}",
     )
     command.add_argument("--model-dir", type=Path,
                          help="artifact directory (sets WINE_QUALITY_MODEL_DIR)")
     command.add_argument("--port", type=int, help="TCP port (sets PORT)")
-    command.add_argument("--runtime", choices=("auto", "onnx", "sklearn"),
+    command.add_argument("--runtime", choices=settings.RUNTIMES,
                          help="inference runtime (sets WINE_QUALITY_RUNTIME)")
     command.set_defaults(handler=_run_serve)
 

@@ -4,7 +4,8 @@
 
 - Listens on 0.0.0.0:$PORT with $GUNICORN_WORKERS workers of $GUNICORN_THREADS threads each.
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is exported here, before any worker imports
-  prometheus_client, and emptied when the server starts; a dead worker's live gauges are removed.
+  prometheus_client, and cleared of metric files when the server starts; a dead worker's live
+  gauges are removed.
 - Access log: one JSON object per line on stdout, with the request id the app returns.
 - Graceful shutdown: on SIGTERM each worker turns /readyz to 503 at once, keeps serving for
   $GUNICORN_SHUTDOWN_DELAY seconds (so Kubernetes can take the pod out of its endpoints), then stops
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -55,14 +55,11 @@ if graceful_timeout <= shutdown_delay:
 
 
 def on_starting(server: Any) -> None:
-    """Start with an empty metrics directory: files of a previous run would be summed in."""
-    if METRICS_DIR.is_dir():
-        for entry in METRICS_DIR.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+    """Start without metric files of a previous run, which would be summed in. Only
+    prometheus_client's own `*.db` files go: the directory is a setting and may hold others."""
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in METRICS_DIR.glob("*.db"):
+        stale.unlink()
 
 
 def child_exit(server: Any, worker: Any) -> None:

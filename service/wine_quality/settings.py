@@ -11,6 +11,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+RUNTIMES: tuple[str, ...] = ("auto", "onnx", "sklearn")
+"""Inference runtimes: auto (the artifact's fast runtime when it verifies, else scikit-learn)."""
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -46,10 +49,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GUNICORN_GRACEFUL_TIMEOUT", "20",
             "Seconds in-flight requests get to finish after SIGTERM."),
     Setting("GUNICORN_SHUTDOWN_DELAY", "2",
-            "Seconds between SIGTERM (readiness turns 503) and gunicorn closing its listener."),
-    # /tmp is the pod's emptyDir; the directory is the service's own and emptied at start.
+            "Seconds between SIGTERM (readiness turns 503) and the workers no longer accepting "
+            "connections."),
+    # /tmp is the pod's emptyDir; stale metric files there are removed at start.
     Setting("PROMETHEUS_MULTIPROC_DIR", "/tmp/wine-quality-metrics",  # noqa: S108
-            "Scratch directory for the workers' shared Prometheus metrics (emptied at start)."),
+            "Scratch directory for the workers' shared Prometheus metrics (its *.db files are "
+            "removed at start)."),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -88,9 +93,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         runtime = raw("WINE_QUALITY_RUNTIME", environ)
-        if runtime not in ("auto", "onnx", "sklearn"):
+        if runtime not in RUNTIMES:
             raise SettingsError(
-                f"WINE_QUALITY_RUNTIME={runtime!r} is not one of auto, onnx, sklearn")
+                f"WINE_QUALITY_RUNTIME={runtime!r} is not one of {', '.join(RUNTIMES)}")
         level = raw("WINE_QUALITY_LOG_LEVEL", environ).lower()
         if level not in ("debug", "info", "warning", "error"):
             raise SettingsError(

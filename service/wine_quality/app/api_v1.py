@@ -81,6 +81,8 @@ def _parse_json(text: str) -> Any:
                        "malformed_json") from None
     except RecursionError:
         raise APIError(400, "malformed JSON: nested too deeply", "malformed_json") from None
+    except ValueError as exc:  # e.g. an integer literal of over 4300 digits
+        raise APIError(400, f"malformed JSON: {exc}", "malformed_json") from None
 
 
 def _rows_from_request(max_rows: int) -> tuple[np.ndarray, bool]:
