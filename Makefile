@@ -36,7 +36,9 @@ serve: venv $(MODEL_DIR)/metadata.json ## serve the model on http://127.0.0.1:80
 
 run: train serve ## the main job: venv, data, train, serve on localhost
 
-lint: venv tools ## every linter the CI lint job runs
+# lint needs only the venv's linters and helm (no root, no apt): not the whole `tools` target.
+lint: venv ## every linter the CI lint job runs
+	scripts/install-helm.sh
 	scripts/lint.sh
 
 test: venv tools lint ## the whole test suite (what .ci/run and the CI test job run)

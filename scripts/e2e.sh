@@ -3,8 +3,10 @@
 #
 # kind (a Docker engine and kind are present; the CI e2e-kind job):
 #   create the kind cluster or reuse it, `kind load` the image, install the Prometheus Operator CRDs
-#   (so the ServiceMonitor is accepted), `helm upgrade --install --wait` with the HPA and the
-#   ServiceMonitor enabled, `helm test`, port-forward to the Service, scripts/smoke-test.sh.
+#   (so the ServiceMonitor and PrometheusRule are accepted), `helm upgrade --install --wait` with the
+#   HPA, ServiceMonitor, PrometheusRule and NetworkPolicy enabled (its only peer another namespace, so
+#   `helm test` passes only through the policy's rule for the chart's test pod), `helm test`,
+#   port-forward to the Service, scripts/smoke-test.sh.
 #   On failure: kubectl describe and the pods' logs.
 # podman (no Docker engine, e.g. this project's development machines): scripts/kube-play.sh runs the
 #   chart's rendered workload under `podman kube play` and smoke-tests it.
@@ -56,7 +58,7 @@ mode() {
 
 dump_state() {
   log "failed; state of namespace $NAMESPACE follows"
-  "$KUBECTL" --namespace "$NAMESPACE" get all,hpa,servicemonitor,events 2>&1 || true
+  "$KUBECTL" --namespace "$NAMESPACE" get all,hpa,servicemonitor,prometheusrule,networkpolicy,events 2>&1 || true
   "$KUBECTL" --namespace "$NAMESPACE" describe deployment,replicaset,pod,service,hpa 2>&1 || true
   "$KUBECTL" --namespace "$NAMESPACE" logs --selector "app.kubernetes.io/instance=$RELEASE" \
     --all-containers --prefix --tail=200 2>&1 || true
@@ -88,8 +90,12 @@ install_chart() {
     --set-string image.repository="$repository" --set-string image.tag="$tag" \
     --set image.pullPolicy=Never \
     --set autoscaling.enabled=true --set serviceMonitor.enabled=true \
+    --set prometheusRule.enabled=true \
+    --set networkPolicy.enabled=true \
+    --set-string 'networkPolicy.from[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=ingress-nginx' \
     --wait --timeout "$E2E_TIMEOUT"
-  "$KUBECTL" --namespace "$NAMESPACE" get hpa,servicemonitor --selector "app.kubernetes.io/instance=$RELEASE"
+  "$KUBECTL" --namespace "$NAMESPACE" get hpa,servicemonitor,prometheusrule,networkpolicy \
+    --selector "app.kubernetes.io/instance=$RELEASE"
   "$HELM" test "$RELEASE" --namespace "$NAMESPACE" --logs --timeout "$E2E_TIMEOUT"
 }
 

@@ -240,7 +240,7 @@ check_graceful_stop() {
 }
 
 run_test() {
-  local port grace url
+  local port grace url container_port
   "$engine" image inspect "$image" >/dev/null 2>&1 || die "no image $image: run scripts/image.sh build first"
   [ -x scripts/smoke-test.sh ] || die "scripts/smoke-test.sh is missing"
   env_file=$(mktemp)
@@ -248,12 +248,16 @@ run_test() {
   grace=$(chart_env)
   port=$(free_port)
   url=http://127.0.0.1:$port
+  # The port the container listens on: PORT of the environment it gets, else the image's EXPOSE.
+  container_port=$(sed -n 's/^PORT=//p' "$env_file")
+  container_port=${container_port:-$(sed -n 's/^EXPOSE \([0-9]*\)$/\1/p' Dockerfile)}
+  [ -n "$container_port" ] || fail "no PORT in the chart's environment and no EXPOSE in the Dockerfile"
 
   local args=(
     --detach --name "wine-quality-image-test-$$"
     --user 10001:10001 --read-only --tmpfs "/tmp:rw,nosuid,nodev,size=64m,mode=1777"
     --cap-drop ALL --security-opt no-new-privileges
-    --env-file "$env_file" --publish "127.0.0.1:$port:8080"
+    --env-file "$env_file" --publish "127.0.0.1:$port:$container_port"
   )
   # podman adds writable tmpfs mounts (/run, /var/tmp, ...) to read-only containers; Kubernetes
   # does not. Its HEALTHCHECK timers need systemd; check_healthcheck runs the command instead.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Helm chart's workload with the real image under `podman kube play`, for machines without
 # a Kubernetes cluster: renders the chart with the local image, keeps what podman understands (the
-# Deployment and its ConfigMaps/Secrets), publishes the `http` port on 127.0.0.1, waits for
+# Deployment and its ConfigMaps; its Secrets as podman secrets), publishes the `http` port on 127.0.0.1, waits for
 # /readyz, checks the pod runs as the chart says (UID/GID 10001, read-only root file system, the
 # chart's environment), runs scripts/smoke-test.sh and the chart's `helm test` script against it,
 # then tears it down.
@@ -40,6 +40,7 @@ work=$(mktemp -d build/kube-play.XXXXXX)
 manifest=$work/kube-play.yaml
 played=false
 pod=""
+secrets=()
 
 cleanup() {
   local status=$?
@@ -50,6 +51,10 @@ cleanup() {
     fi
     podman kube down "$manifest" >/dev/null 2>&1 || log "podman kube down failed"
   fi
+  local secret
+  for secret in "${secrets[@]}"; do
+    podman secret rm "$secret" >/dev/null 2>&1 || log "podman secret rm $secret failed"
+  done
   rm -rf "$work"
   exit $status
 }
@@ -61,7 +66,15 @@ values_args=(
 )
 [ -z "${KUBE_PLAY_VALUES:-}" ] || values_args+=(--values "$KUBE_PLAY_VALUES")
 helm template "$release" "$chart" "${values_args[@]}" >"$work/rendered.yaml"
-"$python" scripts/manifests.py kube-play "$work/rendered.yaml" "$manifest" --host-port "$port"
+"$python" scripts/manifests.py kube-play "$work/rendered.yaml" "$manifest" --host-port "$port" \
+  --secrets "$work/secrets"
+# The chart's Secrets (the CSRF key) become podman secrets, which the pod's secretKeyRef reads.
+for file in "$work"/secrets/*.json; do
+  [ -e "$file" ] || continue
+  name=$(basename "$file" .json)
+  podman secret create "$name" "$file" >/dev/null || die "podman secret create $name failed"
+  secrets+=("$name")
+done
 
 log "podman kube play: $image as release $release on 127.0.0.1:$port"
 played=true
@@ -90,6 +103,10 @@ root_mode=$(podman exec "$container" cat /proc/mounts | awk '$2 == "/" { split($
 podman exec "$container" sh -c ': > /tmp/.write-test && rm /tmp/.write-test' || die "/tmp is not writable"
 workers=$(podman exec "$container" printenv GUNICORN_WORKERS) || die "GUNICORN_WORKERS is not set in the container"
 log "uid:gid $ids, read-only root file system, writable /tmp, GUNICORN_WORKERS=$workers"
+# The CSRF key comes from the chart's Secret (never printed).
+key_length=$(podman exec "$container" sh -c 'printf %s "${WINE_QUALITY_SECRET_KEY:-}" | wc -c')
+[ "$key_length" -gt 0 ] || die "WINE_QUALITY_SECRET_KEY is not set in the container"
+log "WINE_QUALITY_SECRET_KEY from the chart's Secret: $key_length characters"
 
 scripts/smoke-test.sh "$url"
 

@@ -4,10 +4,13 @@
   manifests.py split FILE DIR
       Writes each document of FILE to DIR/<kind>-<name>.yaml; prints one line per document,
       "<kind> <path>", so callers can route each kind to its validator.
-  manifests.py kube-play FILE OUT --host-port PORT
+  manifests.py kube-play FILE OUT --host-port PORT [--secrets DIR]
       Writes to OUT what `podman kube play` runs: the Deployments, ConfigMaps and Secrets of FILE,
       with each Deployment cut to one replica and its `http` container port published on
-      127.0.0.1:PORT (podman publishes only ports that name a hostPort).
+      127.0.0.1:PORT (podman publishes only ports that name a hostPort). With --secrets, each Secret
+      goes to DIR/<name>.json instead, as the JSON object of its data (base64 values), the form
+      `podman secret create` takes and every podman's `secretKeyRef` reads (podman 4.3 stores a
+      Secret document of the kube file in a form its own `secretKeyRef` cannot read).
   manifests.py helm-test-script FILE
       Prints the `helm test` pod's shell script, preceded by exports of its environment except URL,
       so that the host's sh and curl can run the same check against a pod published on 127.0.0.1.
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import shlex
@@ -61,8 +65,21 @@ def publish_http(deployment: dict, host_port: int) -> None:
         port["hostIP"] = "127.0.0.1"
 
 
-def kube_play(path: Path, out: Path, host_port: int) -> None:
+def secret_data(secret: dict) -> dict[str, str]:
+    data = dict(secret.get("data") or {})
+    for key, value in (secret.get("stringData") or {}).items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
+    return data
+
+
+def kube_play(path: Path, out: Path, host_port: int, secrets: Path | None = None) -> None:
     selected = [doc for doc in documents(path) if doc.get("kind") in PLAYABLE_KINDS]
+    if secrets is not None:
+        secrets.mkdir(parents=True, exist_ok=True)
+        for secret in [doc for doc in selected if doc["kind"] == "Secret"]:
+            target = secrets / f"{secret['metadata']['name']}.json"
+            target.write_text(json.dumps(secret_data(secret)), encoding="utf-8")
+        selected = [doc for doc in selected if doc["kind"] != "Secret"]
     deployments = [doc for doc in selected if doc["kind"] == "Deployment"]
     if len(deployments) != 1:
         raise SystemExit(f"manifests: expected one Deployment in {path}, found {len(deployments)}")
@@ -118,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     play_parser.add_argument("file", type=Path)
     play_parser.add_argument("out", type=Path)
     play_parser.add_argument("--host-port", type=int, required=True)
+    play_parser.add_argument("--secrets", type=Path)
     test_parser = commands.add_parser("helm-test-script")
     test_parser.add_argument("file", type=Path)
     schema_parser = commands.add_parser("portable-schema")
@@ -128,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, target in split(args.file, args.folder):
             print(kind, target)
     elif args.command == "kube-play":
-        kube_play(args.file, args.out, args.host_port)
+        kube_play(args.file, args.out, args.host_port, args.secrets)
     elif args.command == "helm-test-script":
         print(helm_test_script(args.file))
     else:

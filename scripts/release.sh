@@ -170,6 +170,13 @@ package_chart() {
     grep -q "^  repository: $(image_repository)\$" "$values" ||
       die "could not set image.repository in $values"
   fi
+  # Artifact Hub's image list names the image this release's chart deploys.
+  local chart_yaml=$work/wine-quality/Chart.yaml repository
+  repository=$(sed -n 's/^  repository: //p' "$work/wine-quality/values.yaml")
+  [ -n "$repository" ] || die "no image.repository in $work/wine-quality/values.yaml"
+  sed -i "s|^\(      image: \)[^ ]*/wine-quality:[^ ]*\$|\1$repository:$VERSION|" "$chart_yaml"
+  grep -q "^      image: $repository:$VERSION\$" "$chart_yaml" ||
+    die "could not set the artifacthub.io/images annotation in $chart_yaml"
   helm package "$work/wine-quality" --version "$VERSION" --app-version "$VERSION" \
     --destination "$RELEASE_DIR" >&2
   echo "$RELEASE_DIR/wine-quality-$VERSION.tgz"
@@ -191,7 +198,8 @@ notes() {
     echo
     echo '```sh'
     echo "cosign verify $image:$VERSION \\"
-    echo "  --certificate-identity-regexp 'https://github.com/${GITHUB_REPOSITORY:-OWNER/REPO}/' \\"
+    # Anchored to the workflow file and branch that sign releases, not any workflow of the repository.
+    echo "  --certificate-identity https://github.com/${GITHUB_REPOSITORY:-OWNER/REPO}/.github/workflows/ci.yml@refs/heads/main \\"
     echo "  --certificate-oidc-issuer https://token.actions.githubusercontent.com"
     echo '```'
     echo

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
+import re
 import shutil
 import warnings
 
@@ -11,9 +13,16 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from wine_quality import MODEL_NAME
 from wine_quality.app import create_app
 from wine_quality.app.metrics import observe_many
-from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES, FEATURES
+from wine_quality.features import (
+    FEATURE_KEYS,
+    FEATURE_NAMES,
+    FEATURES,
+    TARGET_MAXIMUM,
+    TARGET_MINIMUM,
+)
 from wine_quality.settings import Settings
 
 # The seed paper's curl example (first row of the red-wine file).
@@ -239,10 +248,39 @@ def test_openapi_spec_is_generated_from_the_feature_module(make_app):
               if rule.endpoint != "static"}
     documented = set(spec["paths"])
     for path in ("/healthz", "/readyz", "/v1/model", "/v1/predict", "/predict", "/metrics",
-                 "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/wine-quality",
-                 "/v2/models/wine-quality/ready", "/v2/models/wine-quality/infer"):
+                 "/v2", "/v2/health/live", "/v2/health/ready"):
         assert path in documented
     assert {"/openapi.json", "/docs", "/v1/predict", "/predict"} <= routes
+    grade = spec["components"]["schemas"]["Prediction"]["properties"]["grade"]
+    assert (grade["minimum"], grade["maximum"]) == (TARGET_MINIMUM, TARGET_MAXIMUM)
+    assert spec["info"]["title"] == MODEL_NAME
+
+
+def test_openapi_spec_documents_every_v2_route_and_its_404(api_client):
+    spec = api_client.get("/openapi.json").json
+    v2_routes = {re.sub(r"<(\w+)>", r"{\1}", str(rule))
+                 for rule in api_client.application.url_map.iter_rules()
+                 if str(rule).startswith("/v2")}
+    assert "/v2/models/{model_name}/versions/{model_version}/infer" in v2_routes
+    assert v2_routes <= set(spec["paths"])
+    for path in v2_routes:
+        item = spec["paths"][path]
+        declared = {p["name"] for p in item.get("parameters", [])}
+        assert declared == set(re.findall(r"{(\w+)}", path)), path
+        for method, operation in item.items():
+            if method != "parameters" and "{model_name}" in path:
+                assert "404" in operation["responses"], f"{method} {path}"
+
+
+def test_openapi_and_docs_describe_the_loaded_models_wine(make_app, loaded_model):
+    white = copy.copy(loaded_model)
+    white.metadata = {**loaded_model.metadata, "wine": "white"}
+    client = create_app(Settings.from_env({}), model=white).test_client()
+    description = client.get("/openapi.json").json["info"]["description"]
+    assert description.startswith("Predicts the quality of white wine (0-10) from 11 ")
+    assert "white wine" in client.get("/docs").get_data(as_text=True)
+    red = make_app().test_client().get("/openapi.json").json["info"]["description"]
+    assert red.startswith(f"Predicts the quality of {loaded_model.metadata['wine']} wine")
 
 
 def test_docs_page_is_self_contained(api_client):
@@ -251,7 +289,8 @@ def test_docs_page_is_self_contained(api_client):
     html = response.get_data(as_text=True)
     for name in FEATURE_NAMES:
         assert name in html
-    assert "/v2/models/wine-quality/infer" in html
+    assert "/v2/models/{model_name}/infer" in html
+    assert "The model name is <code>wine-quality</code>" in html or "`wine-quality`" in html
     assert "http://" not in html and "https://" not in html
     assert "<script" not in html and "<style" not in html
     assert api_client.get("/docs/docs.css").mimetype == "text/css"

@@ -33,6 +33,7 @@ def test_health_and_metadata(api_client, loaded_model):
     assert model["versions"] == [loaded_model.version]
     assert model["inputs"][0]["shape"] == [-1, 11]
     assert model["inputs"][0]["parameters"]["columns"] == list(FEATURE_NAMES)
+    assert model["inputs"][0]["parameters"]["datatypes"] == ["FP32", "FP64"]  # both accepted
     assert [o["name"] for o in model["outputs"]] == ["quality", "grade"]
     assert api_client.get("/v2/models/wine-quality/ready").json["ready"] is True
 
@@ -126,3 +127,17 @@ def test_protocol_errors_use_the_protocol_body(api_client, loaded_model):
     assert wrong_method.status_code == 405 and isinstance(wrong_method.json["error"], str)
     unknown_route = api_client.get("/v2/nothing")
     assert unknown_route.status_code == 404 and isinstance(unknown_route.json["error"], str)
+
+
+def test_model_routes_by_version_and_their_404s(api_client, loaded_model):
+    versioned = f"/v2/models/wine-quality/versions/{loaded_model.version}"
+    assert api_client.get(versioned).json["versions"] == [loaded_model.version]
+    assert api_client.get(f"{versioned}/ready").json["ready"] is True
+    assert api_client.post(f"{versioned}/infer", json={"inputs": [tensor()]}).status_code == 200
+    for path in ("/v2/models/red-wine", "/v2/models/wine-quality/versions/0.0.0",
+                 "/v2/models/red-wine/ready", "/v2/models/wine-quality/versions/0.0.0/ready"):
+        response = api_client.get(path)
+        assert response.status_code == 404 and "unknown" in response.json["error"]
+    response = api_client.post("/v2/models/wine-quality/versions/0.0.0/infer",
+                               json={"inputs": [tensor()]})
+    assert response.status_code == 404 and "unknown version" in response.json["error"]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import stat
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, BuiltImage, require_tool
 
@@ -101,10 +103,33 @@ def test_kind_path_installs_the_chart_and_smoke_tests_it(tmp_path, model_dir, st
     assert all("prometheus-operator/v0." in call for call in crds)  # a pinned operator release
     install = calls[order[3]]
     for argument in ("image.repository=ghcr.io/owner/wine-quality", "image.tag=sha-1234567",
-                     "autoscaling.enabled=true", "serviceMonitor.enabled=true", "--wait"):
+                     "autoscaling.enabled=true", "serviceMonitor.enabled=true",
+                     "prometheusRule.enabled=true", "networkPolicy.enabled=true", "--wait"):
         assert argument in install
+    assert any("monitoring.coreos.com_prometheusrules.yaml" in call for call in crds)
+    assert_install_values_admit_only_another_namespace_and_the_test_pod(install)
     assert "smoke test passed" in (result.stdout + result.stderr).lower()
     assert not any(" describe " in call for call in calls)
+
+
+def assert_install_values_admit_only_another_namespace_and_the_test_pod(install: str) -> None:
+    """The real chart, rendered with the values e2e.sh installs: the NetworkPolicy's peers are
+    another namespace and the chart's `helm test` pod, so on kind `helm test` proves that rule."""
+    helm = require_tool("helm")
+    words = install.split()  # the stand-in logs "$*"; none of e2e.sh's arguments holds a space
+    flags = [word for flag, arg in itertools.pairwise(words)
+             if flag in ("--set", "--set-string") for word in (flag, arg)]
+    rendered = subprocess.run([helm, "template", "wine-quality", str(REPO / "chart/wine-quality"),
+                               *flags], capture_output=True, text=True, timeout=60, check=True)
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"}
+    selector = peers[1]["podSelector"]["matchLabels"]
+    assert selector.items() <= test_pod["metadata"]["labels"].items()
+    assert any(d["kind"] == "PrometheusRule" for d in docs)
 
 
 def test_kind_path_reuses_an_existing_cluster(tmp_path, model_dir, stand_ins):
@@ -150,6 +175,12 @@ def test_podman_path_runs_the_chart_with_the_real_image(built_image: BuiltImage)
     assert "no Docker engine: running the chart under podman kube play" in output
     # scripts/kube-play.sh's checks of the running pod
     assert "uid:gid 10001:10001, read-only root file system, writable /tmp" in output
+    assert "WINE_QUALITY_SECRET_KEY from the chart's Secret: 48 characters" in output
+    # ... and the run's podman secret is removed with the pod.
+    secrets = subprocess.run([podman, "secret", "ls", "--format", "{{.Name}}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    release = re.search(r"as release (kube-play-\d+) ", output).group(1)
+    assert not [name for name in secrets if name.startswith(f"{release}-")]
     assert "smoke test passed" in output
     assert re.search(r"helm test script passed: .*\"quality\"", output)
     assert "kube-play: passed" in output

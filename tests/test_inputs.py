@@ -185,7 +185,14 @@ def test_csv_header_problems_are_all_named():
     header = ",".join([*FEATURE_NAMES[:9], "colour", "pH"])
     with pytest.raises(InputError) as caught:
         parse_csv(header + "\n" + ",".join(["1"] * 11), max_rows=10)
-    assert fields_of(caught.value) == {(0, "colour"), (0, "pH"), (0, "sulphates"), (0, "alcohol")}
+    assert fields_of(caught.value) == {(1, "colour"), (1, "pH"), (1, "sulphates"), (1, "alcohol")}
+
+
+def test_csv_header_problems_name_the_header_line_after_blank_lines():
+    header = ",".join([*FEATURE_NAMES[:10], "colour"])
+    with pytest.raises(InputError) as caught:
+        parse_csv("\n\n" + header + "\n" + ",".join(["1"] * 11), max_rows=10)
+    assert fields_of(caught.value) == {(3, "colour"), (3, "alcohol")}
 
 
 def test_csv_cell_problems_name_the_file_line_and_column():

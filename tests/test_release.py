@@ -109,7 +109,9 @@ def test_different_data_is_flagged(tmp_path, capsys):
         ("{not json", "not valid JSON (Expecting property name enclosed in double quotes at line"),
         ("[1, 2]", "expected a JSON object, found list"),
         (json.dumps({"name": "x"}), "no 'metrics' object"),
-        (json.dumps({"metrics": {"test": {"note": "n/a"}}}), "holds no numeric held-out metric"),
+        (json.dumps({"metrics": {"rmse": 0.5, "mae": 0.4}}), "no 'metrics.test' object"),
+        (json.dumps({"metrics": {"holdout": {"rmse": 0.5}}}), "no 'metrics.test' object"),
+        (json.dumps({"metrics": {"test": {"note": "n/a"}}}), "'metrics.test' holds no numeric"),
         (json.dumps({"metrics": {"test": {"mae": 0.5}}}), "no held-out metric 'rmse'"),
     ],
 )

@@ -143,6 +143,11 @@ def chart_files(package: Path) -> dict[str, dict]:
         }
 
 
+def annotated_images(chart: dict) -> dict[str, str]:
+    images = yaml.safe_load(chart["annotations"]["artifacthub.io/images"])
+    return {image["name"]: image["image"] for image in images}
+
+
 def test_package_chart_stamps_version_and_app_version(tmp_path):
     require_tool("helm")
     result = release_sh(tmp_path, "package-chart", VERSION="1.2.3",
@@ -155,6 +160,10 @@ def test_package_chart_stamps_version_and_app_version(tmp_path):
     assert files["Chart.yaml"]["appVersion"] == "1.2.3"
     source = yaml.safe_load((REPO / "chart/wine-quality/values.yaml").read_text())
     assert files["values.yaml"]["image"] == source["image"]
+    images = annotated_images(files["Chart.yaml"])
+    assert images["wine-quality"] == f"{source['image']['repository']}:1.2.3"
+    tests_image = source["tests"]["image"]
+    assert images["curl"] == f"{tests_image['repository']}:{tests_image['tag']}"
 
 
 def test_a_forks_chart_points_at_the_forks_image(tmp_path):
@@ -162,8 +171,10 @@ def test_a_forks_chart_points_at_the_forks_image(tmp_path):
     result = release_sh(tmp_path, "package-chart", VERSION="0.3.0",
                         GITHUB_REPOSITORY_OWNER="Some-Fork")
     assert result.returncode == 0, result.stderr
-    values = chart_files(Path(result.stdout.strip()))["values.yaml"]
-    assert values["image"]["repository"] == "ghcr.io/some-fork/wine-quality"
+    files = chart_files(Path(result.stdout.strip()))
+    assert files["values.yaml"]["image"]["repository"] == "ghcr.io/some-fork/wine-quality"
+    images = annotated_images(files["Chart.yaml"])
+    assert images["wine-quality"] == "ghcr.io/some-fork/wine-quality:0.3.0"
 
 
 def test_release_notes(tmp_path):
@@ -177,7 +188,10 @@ def test_release_notes(tmp_path):
     assert notes.startswith("## wine-quality 0.4.1\n")
     assert f"`ghcr.io/owner/wine-quality:0.4.1` (`sha256:{'a' * 64}`)" in notes
     assert "oci://ghcr.io/owner/charts/wine-quality --version 0.4.1" in notes
-    assert "--certificate-identity-regexp 'https://github.com/Owner/wine-quality/'" in notes
+    # Anchored to the signing workflow on main, not any identity of the repository.
+    assert ("--certificate-identity https://github.com/Owner/wine-quality/.github/workflows/ci.yml"
+            "@refs/heads/main \\\n") in notes
+    assert "regexp" not in notes
     assert "### Champion / challenger" in notes
 
 

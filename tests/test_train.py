@@ -204,6 +204,16 @@ def test_unknown_candidate_exits_2(tmp_path, data_source):
     assert result.returncode == 2 and "unknown candidate(s) ['deep_net']" in result.stderr
 
 
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_jobs_below_one_exits_2_before_training(tmp_path, data_source, jobs):
+    result = train("--data-dir", str(data_source), "--output", str(tmp_path / "model"),
+                   "--jobs", jobs, "--progress")
+    assert result.returncode == 2
+    assert f"--jobs must be at least 1, got {jobs}" in result.stderr
+    assert "fold" not in result.stderr  # refused before any training step
+    assert not (tmp_path / "model").exists()
+
+
 @pytest.mark.slow
 def test_training_is_deterministic_and_quiet_without_a_terminal(tmp_path, data_source):
     runs = []

@@ -7,10 +7,16 @@ tests/browser/ drive the same page through gunicorn and Chromium.
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import html
 import io
+import json
+import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +28,7 @@ from wine_quality.app import create_app
 from wine_quality.artifact import LoadedModel
 from wine_quality.features import FEATURES
 from wine_quality.settings import Settings
-from wine_quality.web.security import COOKIE_NAME, CSRFError, CsrfTokens, signing_key
+from wine_quality.web.security import COOKIE_NAME, CSRFError, CsrfTokens
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -184,6 +190,16 @@ def test_server_side_validation_names_each_bad_field(client, red_rows) -> None:
     assert 'value="30"' in body  # the user's input is kept for correction
 
 
+def test_the_page_names_the_models_wine_and_grade_scale(settings, model) -> None:
+    white = copy.copy(model)
+    white.metadata = {**model.metadata, "wine": "white"}
+    text = text_of(create_app(settings, model=white).test_client().get("/"))
+    assert "Enter the lab measurements of a white wine." in text
+    assert "the grade tasters would give (0\u201310)" in text  # en dash
+    assert f"from {len(FEATURES)} physicochemical measurements of white vinho verde" in text
+    assert "red wine" not in text and "red vinho verde" not in text
+
+
 # ---------------------------------------------------------------- CSRF
 
 
@@ -222,12 +238,37 @@ def test_a_forged_or_foreign_token_is_refused(app, client, red_rows) -> None:
     assert "belongs to another browser session" in text_of(foreign)
 
 
-def test_tokens_agree_across_workers_without_shared_state(settings, model, red_rows) -> None:
-    """Two app instances (as in two gunicorn workers) derive the same key from the model."""
-    first, second = make_app(settings, model).test_client(), make_app(settings, model).test_client()
-    token = token_of(first)
-    second.set_cookie(COOKIE_NAME, first.get_cookie(COOKIE_NAME).value)
-    assert second.post("/", data=form_for(red_rows[0], token)).status_code == 200
+def post_with_token_of(source: FlaskClient, target: FlaskClient, row: np.ndarray):
+    """Post to `target` the form `source` served, with `source`'s cookie (one browser, two apps)."""
+    token = token_of(source)
+    target.set_cookie(COOKIE_NAME, source.get_cookie(COOKIE_NAME).value)
+    return target.post("/", data=form_for(row, token))
+
+
+def test_without_a_key_each_app_signs_with_its_own_random_key(settings, model, red_rows,
+                                                              caplog) -> None:
+    """Nothing public (such as the model checksum) is the key: two apps without one disagree."""
+    service_log = logging.getLogger("wine_quality")  # it does not propagate to the root logger
+    service_log.addHandler(caplog.handler)
+    try:
+        first = make_app(settings, model).test_client()
+        second = make_app(settings, model).test_client()
+    finally:
+        service_log.removeHandler(caplog.handler)
+    response = post_with_token_of(first, second, red_rows[0])
+    assert response.status_code == 400
+    assert "security token is not valid" in text_of(response)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelname == "WARNING" and "WINE_QUALITY_SECRET_KEY" in r.getMessage()]
+    assert len(warnings) == 2  # one line per app started without a key
+    assert "only validate within this server" in warnings[0]
+
+
+def test_apps_sharing_a_key_accept_each_others_tokens(settings, model, red_rows) -> None:
+    """Two app instances (as in two gunicorn workers or two replicas) with the same key agree."""
+    first = make_app(settings, model, secret_key="shared key").test_client()
+    second = make_app(settings, model, secret_key="shared key").test_client()
+    assert post_with_token_of(first, second, red_rows[0]).status_code == 200
 
 
 def test_a_configured_secret_key_signs_the_tokens(settings, model, red_rows) -> None:
@@ -239,17 +280,54 @@ def test_a_configured_secret_key_signs_the_tokens(settings, model, red_rows) -> 
     assert other.post("/", data=form_for(red_rows[0], token)).status_code == 400
 
 
+GUNICORN_MASTER = """
+import json, os
+from wine_quality import gunicorn_conf
+
+class Server:
+    warnings = []
+    def warning(self, message, *args):
+        self.warnings.append(message % args)
+
+server = Server()
+server.log = server
+gunicorn_conf.on_starting(server)
+print(json.dumps({"key": os.environ["WINE_QUALITY_SECRET_KEY"], "warnings": server.warnings,
+                  "forwarded_allow_ips": gunicorn_conf.forwarded_allow_ips}))
+"""
+
+
+def gunicorn_master(tmp_path: Path, **env: str) -> dict:
+    """What gunicorn's master gets from the service's config: run in a process of its own, since
+    the config exports variables and its on_starting hook clears the metrics directory."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("WINE_QUALITY_SECRET_KEY", "FORWARDED_ALLOW_IPS")}
+    environ.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), **env)
+    result = subprocess.run([sys.executable, "-c", GUNICORN_MASTER], env=environ, check=True,
+                            capture_output=True, text=True, timeout=60)
+    return json.loads(result.stdout)
+
+
+def test_the_master_makes_one_random_key_for_its_workers(tmp_path) -> None:
+    """gunicorn's on_starting hook (run once, before the workers fork) fills an empty key."""
+    first, second = gunicorn_master(tmp_path), gunicorn_master(tmp_path, WINE_QUALITY_SECRET_KEY="")
+    assert len(first["key"]) >= 43 and first["key"] != second["key"]  # random, never derived
+    for master in (first, second):
+        assert len(master["warnings"]) == 1
+        assert "only validate within this server" in master["warnings"][0]
+    configured = gunicorn_master(tmp_path, WINE_QUALITY_SECRET_KEY="configured")
+    assert configured["key"] == "configured" and configured["warnings"] == []
+
+
 def test_expired_tokens_and_keys() -> None:
     nonce = "n" * 43
-    tokens = CsrfTokens(signing_key("", "checksum-a"))
+    tokens = CsrfTokens("key a")
     tokens.check(nonce, tokens.issue(nonce))
-    expired = CsrfTokens(signing_key("", "checksum-a"), max_age_seconds=-1)
+    expired = CsrfTokens("key a", max_age_seconds=-1)
     with pytest.raises(CSRFError, match="expired"):
         expired.check(nonce, tokens.issue(nonce))
     with pytest.raises(CSRFError, match="not valid"):
-        CsrfTokens(signing_key("", "checksum-b")).check(nonce, tokens.issue(nonce))
-    assert signing_key("configured", "checksum-a") == "configured"
-    assert signing_key("", "checksum-a") != signing_key("", "checksum-b")
+        CsrfTokens("key b").check(nonce, tokens.issue(nonce))
 
 
 # ---------------------------------------------------------------- batch upload
@@ -305,7 +383,7 @@ def test_a_missing_column_is_named(client, red_rows) -> None:
     content = csv_text(np.delete(red_rows[:3], 8, axis=1), header, ";")
     response = upload(client, content)
     assert response.status_code == 422
-    assert ("header", "pH", "missing column in the header") in problems_of(response)
+    assert ("1", "pH", "missing column in the header") in problems_of(response)
 
 
 def with_cell(content: bytes, line: int, column: int, text: str) -> bytes:
@@ -346,6 +424,16 @@ def test_an_upload_above_the_body_limit_gets_a_readable_413(settings, model, red
     assert response.status_code == 413
     assert response.mimetype == "text/html"
     assert "larger than the limit of 19.5 KiB" in text_of(response)
+
+
+def test_too_many_form_fields_get_a_413_that_names_the_form_limits(client, red_rows) -> None:
+    data = {**form_for(red_rows[0], token_of(client)), **{f"extra{i}": "1" for i in range(40)}}
+    response = client.post("/", data=data, content_type="multipart/form-data")
+    assert response.status_code == 413
+    text = text_of(response)
+    assert "The form is too large or has too many fields" in text
+    assert "at most 32 form fields, 500 KiB in a text field" in text
+    assert "The upload is larger than" not in text
 
 
 @pytest.mark.parametrize(("content", "status", "message"), [
@@ -442,6 +530,23 @@ def test_api_post_responses_carry_the_headers_too(client, red_rows) -> None:
     assert response.status_code == 200
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def test_https_requests_get_hsts_and_a_secure_cookie(app) -> None:
+    """HTTPS as the app sees it: gunicorn sets the scheme from X-Forwarded-Proto of a proxy in
+    FORWARDED_ALLOW_IPS (tests/browser checks that part under the real server)."""
+    plain = app.test_client().get("/")
+    assert "Strict-Transport-Security" not in plain.headers
+    assert "Secure" not in plain.headers["Set-Cookie"]
+    secure = app.test_client().get("/", base_url="https://localhost")
+    assert secure.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert "; Secure" in secure.headers["Set-Cookie"]
+
+
+def test_gunicorn_trusts_forwarded_proto_from_the_configured_proxies(tmp_path) -> None:
+    assert gunicorn_master(tmp_path)["forwarded_allow_ips"] == "127.0.0.1,::1"
+    ingress = gunicorn_master(tmp_path, FORWARDED_ALLOW_IPS="10.42.0.0/16")
+    assert ingress["forwarded_allow_ips"] == "10.42.0.0/16"
 
 
 def test_pages_are_not_cached_but_assets_are(client) -> None:

@@ -130,19 +130,40 @@ def metadata_tags(ci, job_id: str) -> list[str]:
     return [line.strip() for line in meta["with"]["tags"].splitlines() if line.strip()]
 
 
+def metadata_flavor(ci, job_id: str) -> str:
+    meta = next(s for s in ci["jobs"][job_id]["steps"] if s.get("id") == "meta")
+    return meta["with"].get("flavor", "")
+
+
 def test_image_tags(ci):
-    assert metadata_tags(ci, "build") == [
-        "type=sha,prefix=sha-,format=short",
-        "type=ref,event=branch",
-        "type=ref,event=pr",
-        "type=raw,value=latest,enable={{is_default_branch}}",
-    ]
-    # Version tags are added at release, after every check passed, to the digest build pushed.
+    # Build pushes only the commit tag: nothing that users pull by a moving name (`latest`, `main`)
+    # before the tests, e2e and the champion/challenger gate passed; pull requests push nothing.
+    assert metadata_tags(ci, "build") == ["type=sha,prefix=sha-,format=short"]
+    assert "latest=false" in metadata_flavor(ci, "build")
+    # Version tags, the branch tag and `latest` are added at release, after every check passed, to
+    # the digest build pushed.
     version = "v${{ needs.train.outputs.version }}"
     assert metadata_tags(ci, "release") == [
         f"type=semver,pattern={{{{version}}}},value={version}",
         f"type=semver,pattern={{{{major}}}}.{{{{minor}}}},value={version}",
+        "type=ref,event=branch",
+        "type=raw,value=latest,enable={{is_default_branch}}",
     ]
+    assert "latest=false" in metadata_flavor(ci, "release")
+    image_step = next(s for s in ci["jobs"]["release"]["steps"]
+                      if s.get("run") == "scripts/release.sh image")
+    assert image_step["env"]["TAGS"] == "${{ steps.meta.outputs.tags }}"
+
+
+def test_the_github_token_reaches_only_the_release_script_steps(ci):
+    release = ci["jobs"]["release"]
+    assert "GH_TOKEN" not in release.get("env", {})
+    for step in release["steps"]:
+        runs_release_script = step.get("run", "").startswith("scripts/release.sh ")
+        has_token = "GH_TOKEN" in step.get("env", {})
+        assert has_token == runs_release_script, step
+        if has_token:
+            assert step["env"]["GH_TOKEN"] == "${{ github.token }}"
 
 
 def test_publishing_steps_live_in_the_release_job_only(ci):
@@ -229,11 +250,19 @@ def test_every_job_has_a_timeout(ci):
         assert 0 < job["timeout-minutes"] <= 90, job_id
 
 
+# The test job runs `make test` as root (apt, debootstrap), as .ci/run does on its machine.
+AS_ROOT = ["sudo", "--preserve-env", "env", "PATH=$PATH"]
+
+
 def run_commands(workflow: dict[str, Any]):
+    """The words of every command line of every run: step, without the AS_ROOT wrapper."""
     for job_id, step in steps(workflow):
         for line in step.get("run", "").splitlines():
             if line.strip():
-                yield job_id, shlex.split(line, comments=True)
+                words = shlex.split(line, comments=True)
+                if words[:len(AS_ROOT)] == AS_ROOT:
+                    words = words[len(AS_ROOT):]
+                yield job_id, words
 
 
 def test_every_script_a_step_runs_exists_and_is_executable(ci):
@@ -258,6 +287,23 @@ def test_every_make_target_a_step_runs_exists(ci):
         assert re.search(rf"^{re.escape(target)}:", makefile, re.MULTILINE), target
 
 
+def make_rule(target: str) -> tuple[set[str], list[str]]:
+    """The prerequisites and recipe lines of one Makefile target."""
+    match = re.search(rf"^{re.escape(target)}:([^#\n]*).*\n((?:\t.*\n)*)",
+                      (REPO / "Makefile").read_text(), re.MULTILINE)
+    assert match, target
+    return set(match.group(1).split()), [line.strip() for line in match.group(2).splitlines()]
+
+
+def test_make_lint_needs_no_root_but_make_test_installs_the_tools():
+    # lint: the venv's linters and helm only (install-helm.sh needs no root); `tools` runs apt.
+    prerequisites, recipe = make_rule("lint")
+    assert prerequisites == {"venv"}
+    assert recipe == ["scripts/install-helm.sh", "scripts/lint.sh"]
+    assert {"venv", "tools", "lint"} <= make_rule("test")[0]
+    assert make_rule("tools")[1] == ["scripts/install-tools.sh"]
+
+
 def test_every_release_subcommand_a_step_runs_exists(ci):
     script = (REPO / "scripts/release.sh").read_text()
     for _, words in run_commands(ci):
@@ -268,6 +314,9 @@ def test_every_release_subcommand_a_step_runs_exists(ci):
 def test_the_test_job_runs_what_ci_run_runs(ci):
     test_commands = [words for job_id, words in run_commands(ci) if job_id == "test"]
     assert ["make", "test"] in test_commands
+    # As root, like .ci/run: exactly `make test` inside the sudo wrapper, nothing else.
+    last = ci["jobs"]["test"]["steps"][-1]["run"]
+    assert shlex.split(last) == [*AS_ROOT, "make", "test"]
     ci_run = (REPO / ".ci/run").read_text()
     assert re.search(r"^make test\b", ci_run, re.MULTILINE)
     assert "WINE_QUALITY_DATA_SOURCE" in ci["jobs"]["test"]["steps"][-1]["env"]

@@ -3,6 +3,8 @@
     gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'
 
 - Listens on 0.0.0.0:$PORT with $GUNICORN_WORKERS workers of $GUNICORN_THREADS threads each.
+- Trusts X-Forwarded-Proto (the request is HTTPS) only from $FORWARDED_ALLOW_IPS.
+- Without $WINE_QUALITY_SECRET_KEY the master makes a random one at start, shared by its workers.
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is exported here, before any worker imports
   prometheus_client, and cleared of metric files when the server starts; a dead worker's live
   gauges are removed.
@@ -32,6 +34,8 @@ _settings = Settings.from_env()  # fails fast, naming the variable, on a bad val
 bind = f"0.0.0.0:{integer('PORT')}"
 workers = integer("GUNICORN_WORKERS")
 threads = integer("GUNICORN_THREADS")
+# Proxies whose X-Forwarded-Proto makes a request HTTPS (HSTS, the Secure cookie flag).
+forwarded_allow_ips = raw("FORWARDED_ALLOW_IPS")
 timeout = integer("GUNICORN_TIMEOUT")
 graceful_timeout = integer("GUNICORN_GRACEFUL_TIMEOUT")
 shutdown_delay = integer("GUNICORN_SHUTDOWN_DELAY", minimum=0)
@@ -56,7 +60,14 @@ if graceful_timeout <= shutdown_delay:
 
 def on_starting(server: Any) -> None:
     """Start without metric files of a previous run, which would be summed in. Only
-    prometheus_client's own `*.db` files go: the directory is a setting and may hold others."""
+    prometheus_client's own `*.db` files go: the directory is a setting and may hold others.
+    Without WINE_QUALITY_SECRET_KEY, make a random one here: the workers fork later and inherit
+    it, so a form served by one worker validates in every other."""
+    if not os.environ.get("WINE_QUALITY_SECRET_KEY"):
+        from wine_quality.web.security import EPHEMERAL_KEY_WARNING, new_signing_key
+
+        os.environ["WINE_QUALITY_SECRET_KEY"] = new_signing_key()
+        server.log.warning("%s", EPHEMERAL_KEY_WARNING)
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()
@@ -69,7 +80,11 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Replace the worker's SIGTERM handler: readiness off now, stop accepting after the delay."""
+    """Replace the worker's SIGTERM handler: readiness off now, stop accepting after the delay.
+    gunicorn loads the app (`worker.wsgi`, the Flask app) in init_process before this hook."""
+    from wine_quality.app.state import EXTENSION
+
+    holder = worker.wsgi.extensions[EXTENSION].holder
     stopping = threading.Event()
 
     def stop_accepting() -> None:
@@ -81,9 +96,7 @@ def post_worker_init(worker: Any) -> None:
         if stopping.is_set():
             return
         stopping.set()
-        from wine_quality.model_holder import begin_shutdown
-
-        begin_shutdown()
+        holder.begin_shutdown()
         worker.log.info("worker %s: SIGTERM, readiness is 503; serving %s s more",
                         worker.pid, shutdown_delay)
         timer = threading.Timer(shutdown_delay, stop_accepting)

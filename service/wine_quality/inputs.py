@@ -230,8 +230,9 @@ def _sniff_delimiter(header_line: str) -> str:
     return ";" if header_line.count(";") > header_line.count(",") else ","
 
 
-def _header_columns(header: list[str]) -> list[int | None]:
-    """For each CSV column, its FEATURES index (None for an ignored `quality` column)."""
+def _header_columns(header: list[str], line: int) -> list[int | None]:
+    """For each CSV column, its FEATURES index (None for an ignored `quality` column). Problems
+    are reported at `line`, the header's line number in the file."""
     problems = _Problems()
     columns: list[int | None] = []
     seen: set[int] = set()
@@ -242,17 +243,18 @@ def _header_columns(header: list[str]) -> list[int | None]:
             continue
         feature = resolve(name)
         if feature is None:
-            problems.add(0, name[:64] or f"column {position + 1}", "unknown column in the header")
+            problems.add(line, name[:64] or f"column {position + 1}",
+                         "unknown column in the header")
             columns.append(None)
             continue
         column = index_of(feature)
         if column in seen:
-            problems.add(0, feature.name, "column given twice in the header")
+            problems.add(line, feature.name, "column given twice in the header")
         seen.add(column)
         columns.append(column)
     for column, feature in enumerate(FEATURES):
         if column not in seen:
-            problems.add(0, feature.name, "missing column in the header")
+            problems.add(line, feature.name, "missing column in the header")
     problems.raise_if_any("invalid CSV header")
     return columns
 
@@ -289,8 +291,8 @@ def parse_csv(text: str, max_rows: int) -> np.ndarray:
         raise InputError(422, "invalid_input", "the CSV has no header row",
                          [{"row": 1, "field": None,
                            "problem": "expected a header row of feature names"}])
-    (_, header), body = numbered[0], numbered[1:]
-    columns = _header_columns(header)
+    (header_line_number, header), body = numbered[0], numbered[1:]
+    columns = _header_columns(header, header_line_number)
     if not body:
         raise InputError(422, "invalid_input", "the CSV has a header but no rows",
                          [{"row": None, "field": None, "problem": "must hold at least one row"}])

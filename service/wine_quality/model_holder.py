@@ -3,15 +3,15 @@
 A gunicorn worker loads the artifact once, through the verified loader
 (`wine_quality.artifact.load_artifact`: checksum, versions, reference predictions). When that
 fails the worker keeps running, logs the reason and answers `/readyz` with 503 and the reason,
-so a broken artifact is visible instead of a silent crash loop. SIGTERM calls `begin_shutdown()`,
-which turns readiness to 503 at once while in-flight and new requests are still served.
+so a broken artifact is visible instead of a silent crash loop. On SIGTERM the worker calls the
+app's holder's `begin_shutdown()` (wine_quality.gunicorn_conf), which turns readiness to 503 at
+once while in-flight and new requests are still served.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,6 @@ import numpy as np
 from wine_quality.inputs import TrainingRange
 
 log = logging.getLogger(__name__)
-
-_HOLDERS: weakref.WeakSet[ModelHolder] = weakref.WeakSet()
-
 
 @dataclass(frozen=True)
 class Readiness:
@@ -39,7 +36,6 @@ class ModelHolder:
         self.error = error
         self.training_range = TrainingRange(model.metadata if model is not None else {})
         self._shutting_down = threading.Event()
-        _HOLDERS.add(self)
 
     @classmethod
     def load(cls, model_dir: Path, runtime: str) -> ModelHolder:
@@ -75,9 +71,3 @@ class ModelHolder:
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Predicted quality for float64 rows [n, 11] in FEATURES order, as float64 [n]."""
         return np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1)
-
-
-def begin_shutdown() -> None:
-    """Turn readiness to 503 in every holder of this process (called from the SIGTERM handler)."""
-    for holder in list(_HOLDERS):
-        holder.begin_shutdown()

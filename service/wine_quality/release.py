@@ -33,8 +33,6 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "within_1": True,
 }
 DEFAULT_METRIC = "rmse"
-# Keys under metadata["metrics"] that hold held-out (test split) metrics, in order of preference.
-HELD_OUT_KEYS = ("test", "holdout", "held_out")
 FETCH_TIMEOUT_SECONDS = 30
 
 
@@ -82,21 +80,20 @@ def read_metadata(source: str) -> dict[str, Any]:
 
 def held_out_metrics(metadata: dict[str, Any], source: str) -> dict[str, float]:
     """The numeric held-out metrics of an artifact: metrics.test (the promoted model scored on the
-    held-out part), or flat numbers under metrics."""
+    held-out part)."""
     metrics = metadata.get("metrics")
     if not isinstance(metrics, dict):
         raise CompareError(f"{source}: no 'metrics' object")
-    for key in HELD_OUT_KEYS:
-        if isinstance(metrics.get(key), dict):
-            metrics = metrics[key]
-            break
+    metrics = metrics.get("test")
+    if not isinstance(metrics, dict):
+        raise CompareError(f"{source}: no 'metrics.test' object (the held-out metrics)")
     numbers = {
         name: float(value)
         for name, value in metrics.items()
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     }
     if not numbers:
-        raise CompareError(f"{source}: 'metrics' holds no numeric held-out metric")
+        raise CompareError(f"{source}: 'metrics.test' holds no numeric held-out metric")
     return numbers
 
 

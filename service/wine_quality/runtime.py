@@ -95,10 +95,6 @@ def export_onnx(estimator: Any) -> bytes:
     return onnx_bytes
 
 
-def max_abs_difference(reference: SklearnPredictor, candidate: Any, rows: np.ndarray) -> float:
-    return float(np.max(np.abs(reference.predict(rows) - candidate.predict(rows)), initial=0.0))
-
-
 def _final_step(estimator: Any) -> Any:
     steps = getattr(estimator, "steps", None)
     return steps[-1][1] if steps else estimator

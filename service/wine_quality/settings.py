@@ -39,9 +39,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WINE_QUALITY_LOG_LEVEL", "info",
             "Log level of the application and gunicorn: debug, info, warning, error."),
     Setting("WINE_QUALITY_SECRET_KEY", "",
-            "Key that signs the web page's CSRF tokens; empty derives one from the model "
-            "checksum."),
+            "Key that signs the web page's CSRF tokens; empty makes a random one at start, so "
+            "forms validate only within that server: set it when running several replicas."),
     Setting("PORT", "8080", "TCP port gunicorn listens on (all interfaces)."),
+    Setting("FORWARDED_ALLOW_IPS", "127.0.0.1,::1",
+            "Addresses or CIDR networks (comma-separated, * = any) of the proxies whose "
+            "X-Forwarded-Proto gunicorn trusts. Behind a TLS-terminating ingress, list the "
+            "ingress's pod network here, or HSTS and the Secure cookie flag stay off."),
     Setting("GUNICORN_WORKERS", "2", "gunicorn worker processes (sized for a 2-core pod)."),
     Setting("GUNICORN_THREADS", "1", "Threads per worker (1 = sync worker)."),
     Setting("GUNICORN_TIMEOUT", "30",

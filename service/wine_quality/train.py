@@ -309,6 +309,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"unknown candidate(s) {unknown}; choose from {', '.join(CANDIDATES)}")
     if config.folds < 2:
         raise ValueError(f"--folds must be at least 2, got {config.folds}")
+    if config.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {config.jobs}")
     progress = Progress(config.progress)
     # OpenMP (histogram boosting) spinning on more threads than --jobs slows a shared machine down.
     with threadpool_limits(limits=config.jobs):

@@ -238,6 +238,18 @@ def test_phone_width(page, console, base_url, red_file, screenshots) -> None:
     assert console.errors == []
 
 
+def test_https_through_a_trusted_proxy_gets_hsts_and_a_secure_cookie(base_url) -> None:
+    """gunicorn trusts X-Forwarded-Proto from FORWARDED_ALLOW_IPS (default: this host only)."""
+    import requests
+
+    plain = requests.get(f"{base_url}/", timeout=30)
+    assert "Strict-Transport-Security" not in plain.headers
+    assert "Secure" not in plain.headers["Set-Cookie"]
+    proxied = requests.get(f"{base_url}/", headers={"X-Forwarded-Proto": "https"}, timeout=30)
+    assert proxied.headers["Strict-Transport-Security"] == "max-age=31536000"
+    assert "; Secure" in proxied.headers["Set-Cookie"]
+
+
 def test_the_api_docs_page_loads_under_the_content_security_policy(page, console, base_url) -> None:
     page.goto(base_url + "/")
     page.click("nav >> text=API docs")

@@ -5,6 +5,7 @@ Every test renders the real chart with the real Helm binaries from scripts/insta
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -83,8 +84,8 @@ def values() -> dict:
 
 def test_defaults_render_the_core_resources_only():
     docs = render()
-    assert kinds(docs) == sorted(
-        ["ConfigMap", "Deployment", "PodDisruptionBudget", "Pod", "Service", "ServiceAccount"])
+    assert kinds(docs) == sorted(["ConfigMap", "Deployment", "PodDisruptionBudget", "Pod",
+                                  "Secret", "Service", "ServiceAccount"])
     test_pod = one(docs, "Pod")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
@@ -182,6 +183,41 @@ def test_settings_reach_the_container_environment():
     assert container(docs)["ports"] == [{"name": "http", "containerPort": 9090, "protocol": "TCP"}]
 
 
+def test_secret_key_comes_from_the_charts_own_secret_by_default():
+    docs = render()
+    secret = one(docs, "Secret")
+    env = {e["name"]: e for e in container(docs)["env"]}
+    secret_ref = env["WINE_QUALITY_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert secret_ref == {"name": secret["metadata"]["name"], "key": "secret-key"}
+    key = base64.b64decode(secret["data"]["secret-key"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", key)
+    # Random per render (no lookup under `helm template`): never a fixed, public value.
+    assert one(render(), "Secret")["data"] != secret["data"]
+    assert "WINE_QUALITY_SECRET_KEY" not in config(docs)  # not in the ConfigMap
+
+
+def test_secret_key_keeps_the_installed_key_on_upgrade(tmp_path):
+    """On a cluster `lookup` returns the installed Secret (under `helm template` nothing); the
+    helper that picks the value is fed such a Secret's data here, through a probe template in a
+    copy of the chart."""
+    template = (CHART / "templates" / "secret.yaml").read_text()
+    assert re.search(r'lookup "v1" "Secret" \.Release\.Namespace \$name\)\.data', template)
+    assert '"existing" $existing "key" $key' in template
+    chart = tmp_path / "wine-quality"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "probe.yaml").write_text(
+        "kind: Probe\n"
+        'installed: {{ include "wine-quality.secretKeyData" (dict "existing" (dict "secret-key"'
+        ' "b2xkLWtleQ==") "key" "secret-key") }}\n'
+        'other: {{ include "wine-quality.secretKeyData" (dict "existing" (dict "k" "eA==")'
+        ' "key" "secret-key") }}\n')
+    result = run_helm("--show-only", "templates/probe.yaml", chart=chart)
+    assert result.returncode == 0, result.stderr
+    probe = yaml.safe_load(result.stdout)
+    assert probe["installed"] == "b2xkLWtleQ=="  # the installed key is kept
+    assert re.fullmatch(r"[A-Za-z0-9]{48}", base64.b64decode(probe["other"]).decode())
+
+
 def test_secret_key_and_extra_env_are_passed_as_env_entries():
     docs = render("--set", "secretKey.existingSecret=csrf", "--set", "secretKey.key=k",
                   "--set", "extraEnv[0].name=TZ", "--set", "extraEnv[0].value=UTC")
@@ -189,6 +225,7 @@ def test_secret_key_and_extra_env_are_passed_as_env_entries():
     secret_ref = env["WINE_QUALITY_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
     assert secret_ref == {"name": "csrf", "key": "k"}
     assert env["TZ"]["value"] == "UTC"
+    assert "Secret" not in kinds(docs)  # an existing Secret replaces the chart's own
 
 
 def test_every_env_var_the_chart_sets_is_a_service_setting():
@@ -197,8 +234,8 @@ def test_every_env_var_the_chart_sets_is_a_service_setting():
                   "--set", "extraEnv=null")
     names = set(config(docs)) | {e["name"] for e in container(docs).get("env", [])}
     assert names - known == set(), "the chart sets variables the service does not read"
-    # Everything but the secret (optional) is set explicitly, so the chart documents the service's
-    # whole configuration rather than relying on the image's defaults.
+    # Everything is set explicitly (the CSRF key from a Secret), so the chart documents the
+    # service's whole configuration rather than relying on the image's defaults.
     assert known - names == set()
 
 
@@ -307,6 +344,16 @@ def test_kube_version_below_the_claimed_minimum_is_refused():
 # --- service, monitoring, network ---------------------------------------------------------------
 
 
+def test_port_8080_is_one_default_in_chart_service_and_image():
+    setting = next(s for s in SETTINGS if s.env == "PORT").default
+    exposed = re.findall(r"^EXPOSE (\d+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    docs = render()
+    assert values()["containerPort"] == values()["service"]["port"] == int(setting)
+    assert exposed == [setting]
+    assert config(docs)["PORT"] == setting
+    assert one(docs, "Service")["spec"]["ports"][0]["port"] == int(setting)
+
+
 def test_service_is_cluster_ip_with_a_named_http_port():
     docs = render()
     service = one(docs, "Service")
@@ -339,6 +386,21 @@ def test_network_policy_admits_only_the_http_port():
     assert policy["policyTypes"] == ["Ingress"]
     assert policy["ingress"][0]["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert policy["ingress"][0]["from"] == [{"podSelector": {}}]
+
+
+def test_network_policy_with_peers_still_admits_the_helm_test_pod():
+    docs = render("--set", "networkPolicy.enabled=true",
+                  "--set", "networkPolicy.from[0].namespaceSelector.matchLabels.team=ingress")
+    peers = one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    assert peers[0] == {"namespaceSelector": {"matchLabels": {"team": "ingress"}}}
+    test_peers = peers[1:]
+    assert len(test_peers) == 1 and set(test_peers[0]) == {"podSelector"}  # release namespace
+    selector = test_peers[0]["podSelector"]["matchLabels"]
+    test_labels = one(docs, "Pod")["metadata"]["labels"]
+    assert selector.items() <= test_labels.items()
+    # ... and only it: the selector does not match the service's own pods.
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= pod_labels.items()
 
 
 def test_ingress_routes_to_the_service():
@@ -418,6 +480,36 @@ def test_app_version_is_the_project_version():
     assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == project
 
 
+def test_artifacthub_images_annotation_names_the_images_the_chart_deploys():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    images = yaml.safe_load(chart["annotations"]["artifacthub.io/images"])
+    found = {image["name"]: image["image"] for image in images}
+    image, tests_image = values()["image"], values()["tests"]["image"]
+    assert found == {
+        "wine-quality": f"{image['repository']}:{chart['appVersion']}",
+        "curl": f"{tests_image['repository']}:{tests_image['tag']}",
+    }
+
+
+def test_readme_intro_names_every_kind_the_chart_renders():
+    intro = (CHART / "README.md").read_text().split("\n## ", 1)[0]
+    rendered = set(kinds(render())) | set(kinds(render(
+        "--values", str(CHART / "ci" / "all-on-values.yaml"))))
+    assert {"Secret", "PrometheusRule"} <= rendered
+    missing = {kind for kind in rendered - {"Pod"} if kind not in intro}  # Pod: the helm test
+    assert missing == set()
+    assert "Grafana dashboard" in intro
+
+
+def test_readme_points_at_notes_txt_and_chart_yaml_asks_no_version_bump():
+    readme = (CHART / "README.md").read_text()
+    assert "NOTES.txt" in readme and "release notes print" not in readme
+    # The chart version is set at release (scripts/release.sh), as ct.yaml says; no bump per change.
+    assert yaml.safe_load((REPO / "ct.yaml").read_text())["check-version-increment"] is False
+    assert "bump it on every chart change" not in (CHART / "Chart.yaml").read_text()
+    assert "release.sh" in (CHART / "Chart.yaml").read_text()
+
+
 def test_values_table_in_readme_matches_values_yaml():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "chart-values-table.py"),
                              "--check", str(CHART)], capture_output=True, text=True, timeout=60)
@@ -479,3 +571,34 @@ def test_install_helm_provides_the_pinned_versions_and_is_idempotent():
     kubectl = subprocess.run([tools / "kubectl", "version", "--client"], capture_output=True,
                              text=True, check=True).stdout
     assert "v1.35.2" in kubectl
+
+
+def crd_schemas(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
+    """scripts/crd-schemas.sh in a copy of its folder, with a `curl` that writes BODY (the catalog
+    cannot be reached from here) and no local schema folder, so it downloads."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    shutil.copy2(REPO / "scripts" / "crd-schemas.sh", tmp_path / "scripts")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    curl = bin_dir / "curl"
+    curl.write_text('#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\nprintf %s "$BODY" > "$2"\n')
+    curl.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "BODY": body,
+           "CRD_SCHEMA_DIR": str(tmp_path / "absent")}
+    return subprocess.run([str(tmp_path / "scripts" / "crd-schemas.sh")], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize(("body", "problem"), [("", "is empty"), ("<html>", "is not valid JSON")])
+def test_crd_schema_download_keeps_no_partial_or_invalid_file(tmp_path, body, problem):
+    result = crd_schemas(tmp_path, body)
+    assert result.returncode == 1
+    assert problem in result.stderr
+    assert list((tmp_path / ".tools" / "cache" / "crds").iterdir()) == []
+
+    good = crd_schemas(tmp_path, '{"type": "object"}')
+    assert good.returncode == 0, good.stderr
+    folder = Path(good.stdout.strip())
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"monitoring.coreos.com-{kind}_v1.json"
+        for kind in ("podmonitor", "prometheusrule", "servicemonitor")]

@@ -10,6 +10,8 @@ workflow (scripts/e2e.sh) covers the rest (Service, HPA, helm test).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +35,25 @@ def test_kube_play_manifest_keeps_what_podman_runs_and_publishes_http(tmp_path):
                     "--host-port", "18080"], check=True)
     docs = list(yaml.safe_load_all(out.read_text()))
     assert [d["kind"] for d in docs][-1] == "Deployment"
-    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment"}
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment"}  # all-on: an existingSecret
+
+    default = tmp_path / "default.yaml"
+    default.write_text(subprocess.run(
+        [helm, "template", "kp", str(REPO / "chart" / "wine-quality")],
+        capture_output=True, text=True, check=True).stdout)
+    secrets = tmp_path / "secrets"
+    subprocess.run([sys.executable, REPO / "scripts" / "manifests.py", "kube-play", default, out,
+                    "--host-port", "18080", "--secrets", secrets], check=True)
+    # The chart's own Secret (the CSRF key) becomes a podman secret file, named as the Secret the
+    # container's secretKeyRef reads, holding the Secret's data.
+    played = list(yaml.safe_load_all(out.read_text()))
+    assert [d["kind"] for d in played] == ["ConfigMap", "Deployment"]
+    env = played[-1]["spec"]["template"]["spec"]["containers"][0]["env"]
+    key_env = next(e for e in env if e["name"] == "WINE_QUALITY_SECRET_KEY")
+    ref = key_env["valueFrom"]["secretKeyRef"]
+    data = json.loads((secrets / f"{ref['name']}.json").read_text())
+    assert list(data) == [ref["key"]]
+    assert len(base64.b64decode(data[ref["key"]])) == 48
     deployment = docs[-1]
     assert deployment["spec"]["replicas"] == 1
     port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]

@@ -122,6 +122,29 @@ Name of the ConfigMap holding the service's environment.
 {{- end }}
 
 {{/*
+Name of the Secret holding the CSRF signing key: `secretKey.existingSecret`, else the chart's own.
+*/}}
+{{- define "wine-quality.secretKeyName" -}}
+{{- if .Values.secretKey.existingSecret }}
+{{- .Values.secretKey.existingSecret }}
+{{- else }}
+{{- printf "%s-secret-key" (include "wine-quality.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The base64 value of the CSRF key in the chart's Secret: the installed Secret's (`existing`, its
+`data`), so upgrades keep the key, else a new random 48-character key.
+*/}}
+{{- define "wine-quality.secretKeyData" -}}
+{{- if hasKey .existing .key }}
+{{- index .existing .key }}
+{{- else }}
+{{- randAlphaNum 48 | b64enc }}
+{{- end }}
+{{- end }}
+
+{{/*
 The service's environment (names from wine_quality.settings.SETTINGS), rendered into the ConfigMap.
 */}}
 {{- define "wine-quality.env" -}}
@@ -132,6 +155,7 @@ WINE_QUALITY_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 WINE_QUALITY_MAX_BODY_BYTES: {{ .Values.config.maxBodyBytes | int64 | quote }}
 WINE_QUALITY_MAX_BATCH_ROWS: {{ .Values.config.maxBatchRows | int64 | quote }}
 PROMETHEUS_MULTIPROC_DIR: {{ .Values.config.metricsDir | quote }}
+FORWARDED_ALLOW_IPS: {{ .Values.config.forwardedAllowIps | quote }}
 GUNICORN_WORKERS: {{ .Values.gunicorn.workers | int | quote }}
 GUNICORN_THREADS: {{ .Values.gunicorn.threads | int | quote }}
 GUNICORN_TIMEOUT: {{ .Values.gunicorn.timeout | int | quote }}
@@ -157,8 +181,15 @@ the PodDisruptionBudget and the HPA's Deployment never count it as one of the se
 */}}
 {{- define "wine-quality.testLabels" -}}
 helm.sh/chart: {{ include "wine-quality.chart" . }}
+{{ include "wine-quality.testSelectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select the `helm test` pod (the NetworkPolicy admits it).
+*/}}
+{{- define "wine-quality.testSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "wine-quality.name" . }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/component: test
 {{- end }}

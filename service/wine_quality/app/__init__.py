@@ -6,7 +6,8 @@
 verified loader; a failure keeps the app up with /readyz at 503 and the reason), and registers
 one blueprint per API surface: `api_v1` (/healthz, /readyz, /v1/*, /predict), `api_v2` (Open
 Inference Protocol, /v2/*), `docs` (/openapi.json, /docs) and `web` (the page at /), plus
-/metrics.
+/metrics. Without WINE_QUALITY_SECRET_KEY (gunicorn's master sets one for its workers) the app
+signs its forms with a random key of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from wine_quality.app.metrics import init_metrics
 from wine_quality.app.state import EXTENSION, ServiceState
 from wine_quality.model_holder import ModelHolder
 from wine_quality.settings import Settings
+from wine_quality.web.security import EPHEMERAL_KEY_WARNING, new_signing_key
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -57,6 +59,9 @@ def create_app(settings: Settings | None = None, model: Any = None) -> Flask:
     """Build the app. `model` (a LoadedModel) skips loading from `settings.model_dir`."""
     settings = settings or Settings.from_env()
     _configure_logging(settings.log_level)
+    if not settings.secret_key:
+        logging.getLogger(__name__).warning("%s", EPHEMERAL_KEY_WARNING)
+        settings = settings.replace(secret_key=new_signing_key())
     if model is not None:
         holder = ModelHolder(model=model)
     else:

@@ -59,7 +59,7 @@ def ready() -> Response:
 
 @bp.get("")
 def server_metadata() -> Response:
-    return jsonify(name="wine-quality", version=__version__, extensions=[])
+    return jsonify(name=MODEL_NAME, version=__version__, extensions=[])
 
 
 def model_metadata(model_name: str, model_version: str | None = None) -> Response:
@@ -69,8 +69,9 @@ def model_metadata(model_name: str, model_version: str | None = None) -> Respons
         name=MODEL_NAME,
         versions=[model.version],
         platform="onnxruntime_onnx" if model.runtime == "onnx" else "sklearn",
+        # FP64 is what the model computes in; FP32 is accepted too (parameters.datatypes).
         inputs=[{"name": TENSOR_INPUT, "datatype": "FP64", "shape": [-1, len(FEATURES)],
-                 "parameters": {"columns": list(FEATURE_NAMES)}}],
+                 "parameters": {"columns": list(FEATURE_NAMES), "datatypes": list(DATATYPES)}}],
         outputs=[{"name": "quality", "datatype": "FP64", "shape": [-1]},
                  {"name": "grade", "datatype": "INT64", "shape": [-1]}],
     )

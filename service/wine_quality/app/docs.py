@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, render_template_string
 
 from wine_quality import MODEL_NAME, __version__
 from wine_quality.app.state import state
-from wine_quality.features import FEATURE_NAMES, FEATURES
+from wine_quality.features import FEATURE_NAMES, FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM
 from wine_quality.settings import Settings
 
 bp = Blueprint("docs", __name__)
@@ -60,12 +60,13 @@ def _error_schema() -> dict[str, Any]:
 
 
 def _schemas(settings: Settings) -> dict[str, Any]:
+    scale = f"{TARGET_MINIMUM}-{TARGET_MAXIMUM}"
     prediction = {
         "type": "object", "required": ["quality", "grade", "warnings"],
         "properties": {
-            "quality": {"type": "number", "description": "Predicted quality (0-10 scale)."},
-            "grade": {"type": "integer", "minimum": 0, "maximum": 10,
-                      "description": "Quality rounded half up, clipped to 0-10."},
+            "quality": {"type": "number", "description": f"Predicted quality ({scale} scale)."},
+            "grade": {"type": "integer", "minimum": TARGET_MINIMUM, "maximum": TARGET_MAXIMUM,
+                      "description": f"Quality rounded half up, clipped to {scale}."},
             "warnings": {"type": "array", "items": {"type": "string"},
                          "description": "Inputs outside the training range (still served)."},
         },
@@ -197,43 +198,78 @@ def _v1_paths(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _v2_paths() -> dict[str, Any]:
-    model = f"/v2/models/{MODEL_NAME}"
+_MODEL_NAME_PARAMETER = {
+    "name": "model_name", "in": "path", "required": True,
+    "description": f"The served model: `{MODEL_NAME}`; any other name gets 404.",
+    "schema": {"type": "string", "minLength": 1, "examples": [MODEL_NAME]},
+}
+_MODEL_VERSION_PARAMETER = {
+    "name": "model_version", "in": "path", "required": True,
+    "description": "The served model's version (from the model metadata); any other gets 404.",
+    "schema": {"type": "string", "minLength": 1},
+}
+
+
+def _v2_model_paths(prefix: str, parameters: list[dict[str, Any]],
+                    infer_help: str) -> dict[str, Any]:
+    """The model routes under `prefix` (by name, or by name and version): all may answer 404."""
     ok = {"200": {"description": "OK.",
                   "content": {"application/json": {"schema": {"type": "object"}}}}}
-    infer_help = (
-        "Open Inference Protocol v2. Either one FP32/FP64 input of shape [N, 11] whose columns "
-        f"are, in order: {', '.join(FEATURE_NAMES)}; or 11 inputs of shape [N] named after the "
-        "features (either spelling). Outputs: `quality` (FP64) and `grade` (INT64), shape [N].")
     return {
-        "/v2": {"get": {"summary": "Server metadata (OIP v2)", "responses": ok}},
-        "/v2/health/live": {"get": {"summary": "Server live (OIP v2)", "responses": ok}},
-        "/v2/health/ready": {"get": {"summary": "Server ready (OIP v2)",
-                                     "responses": {**ok, **_errors(503, v2=True)}}},
-        model: {"get": {"summary": "Model metadata (OIP v2)",
-                        "responses": {**ok, **_errors(503, v2=True)}}},
-        f"{model}/ready": {"get": {"summary": "Model ready (OIP v2)",
-                                   "responses": {**ok, **_errors(503, v2=True)}}},
-        f"{model}/infer": {"post": {
+        prefix: {"parameters": parameters, "get": {
+            "summary": "Model metadata (OIP v2)",
+            "responses": {**ok, **_errors(404, 503, v2=True)}}},
+        f"{prefix}/ready": {"parameters": parameters, "get": {
+            "summary": "Model ready (OIP v2)",
+            "responses": {**ok, **_errors(404, 503, v2=True)}}},
+        f"{prefix}/infer": {"parameters": parameters, "post": {
             "summary": "Inference (OIP v2)", "description": infer_help,
             "requestBody": {"required": True, "content": _json("InferenceRequest")},
             "responses": {"200": {"description": "Predictions.",
                                   "content": _json("InferenceResponse")},
                           "400": {"description": "Bad request (any invalid input).",
                                   "content": _json("V2Error")},
-                          **_errors(413, 415, 503, v2=True)}}},
+                          **_errors(404, 413, 415, 503, v2=True)}}},
     }
 
 
-def openapi_spec(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route, generated from features.py and the settings."""
+def _v2_paths() -> dict[str, Any]:
+    ok = {"200": {"description": "OK.",
+                  "content": {"application/json": {"schema": {"type": "object"}}}}}
+    infer_help = (
+        f"Open Inference Protocol v2. Either one FP32/FP64 input of shape [N, {len(FEATURES)}] "
+        f"whose columns are, in order: {', '.join(FEATURE_NAMES)}; or {len(FEATURES)} inputs of "
+        "shape [N] named after the features (either spelling). Outputs: `quality` (FP64) and "
+        f"`grade` (INT64), shape [N]. The model name is `{MODEL_NAME}`; its version is in the "
+        "model metadata.")
+    model = "/v2/models/{model_name}"
+    return {
+        "/v2": {"get": {"summary": "Server metadata (OIP v2)", "responses": ok}},
+        "/v2/health/live": {"get": {"summary": "Server live (OIP v2)", "responses": ok}},
+        "/v2/health/ready": {"get": {"summary": "Server ready (OIP v2)",
+                                     "responses": {**ok, **_errors(503, v2=True)}}},
+        **_v2_model_paths(model, [_MODEL_NAME_PARAMETER], infer_help),
+        **_v2_model_paths(f"{model}/versions/{{model_version}}",
+                          [_MODEL_NAME_PARAMETER, _MODEL_VERSION_PARAMETER], infer_help),
+    }
+
+
+def _description(wine: str | None) -> str:
+    """What the service predicts: the wine comes from the loaded model's metadata."""
+    what = f"{wine} wine" if wine else "wine"
+    return (f"Predicts the quality of {what} ({TARGET_MINIMUM}-{TARGET_MAXIMUM}) from "
+            f"{len(FEATURES)} physico-chemical measurements.")
+
+
+def openapi_spec(settings: Settings, wine: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route, generated from features.py, the settings and the
+    model's `wine` (None while no model is loaded)."""
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "wine-quality",
+            "title": MODEL_NAME,
             "version": __version__,
-            "description": "Predicts the quality of red wine from 11 physico-chemical "
-                           "measurements.",
+            "description": _description(wine),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "paths": {**_v1_paths(settings), **_v2_paths()},
@@ -241,9 +277,15 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _served_spec() -> dict[str, Any]:
+    current = state()
+    model = current.holder.model
+    return openapi_spec(current.settings, model.metadata.get("wine") if model else None)
+
+
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(openapi_spec(state().settings))
+    return jsonify(_served_spec())
 
 
 _PAGE = """<!doctype html>
@@ -255,7 +297,8 @@ _PAGE = """<!doctype html>
 <h1>{{ spec.info.title }} API <small>{{ spec.info.version }}</small></h1>
 <p>{{ spec.info.description }} Machine-readable: <a href="/openapi.json">/openapi.json</a>.</p>
 <h2>Endpoints</h2>
-{% for path, item in spec.paths.items() %}{% for method, op in item.items() %}
+{% for path, item in spec.paths.items() %}
+{% for method, op in item.items() if method != "parameters" %}
 <section><h3><code class="method">{{ method|upper }}</code> <code>{{ path }}</code></h3>
 <p>{{ op.summary }}{% if op.description %}. {{ op.description }}{% endif %}</p>
 <p>Responses: {% for status, r in op.responses.items() %}<code>{{ status }}</code>
@@ -283,7 +326,7 @@ small{color:#666;font-weight:normal}
 
 @bp.get("/docs")
 def docs_page() -> str:
-    return render_template_string(_PAGE, spec=openapi_spec(state().settings), features=FEATURES)
+    return render_template_string(_PAGE, spec=_served_spec(), features=FEATURES)
 
 
 @bp.get("/docs/docs.css")

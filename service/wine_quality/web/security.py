@@ -6,13 +6,14 @@ the nonce signed (itsdangerous, with a timestamp) by the service's key. A POST i
 the signature is valid, not expired, and the signed nonce equals the cookie's. Another site can
 neither read the page's token nor make the browser send our cookie, so it cannot forge a post.
 
-The signing key is `WINE_QUALITY_SECRET_KEY`; when that is empty it is derived from the model's
-checksum, which every worker (and every replica serving the same model) computes identically.
+The signing key is `WINE_QUALITY_SECRET_KEY`. When that is empty, gunicorn's master makes a random
+one at start, which its workers inherit (wine_quality.gunicorn_conf), and an app built outside
+gunicorn makes its own (wine_quality.app.create_app): forms then validate only within that server.
+The key is never derived from anything public.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -54,11 +55,15 @@ class CSRFError(Exception):
     """A form post failed the CSRF check; the message says why in words a user understands."""
 
 
-def signing_key(secret_key: str, model_checksum: str) -> str:
-    """The configured key, else one derived from the model checksum (the same in every worker)."""
-    if secret_key:
-        return secret_key
-    return hashlib.sha256(f"wine-quality web csrf key\0{model_checksum}".encode()).hexdigest()
+def new_signing_key() -> str:
+    """A random key for a server started without WINE_QUALITY_SECRET_KEY."""
+    return secrets.token_urlsafe(32)
+
+
+EPHEMERAL_KEY_WARNING = (
+    "WINE_QUALITY_SECRET_KEY is empty: the web forms are signed with a random key made at start, "
+    "so they only validate within this server and not after a restart; set "
+    "WINE_QUALITY_SECRET_KEY to the same secret on every replica (the Helm chart does)")
 
 
 def new_nonce() -> str:

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
 from wine_quality.app.state import Prediction, ServiceState, state
-from wine_quality.features import FEATURES, Feature
+from wine_quality.features import FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM, Feature
 from wine_quality.inputs import InputError, parse_csv, rows_from_records
 from wine_quality.web.security import (
     COOKIE_NAME,
@@ -44,7 +44,6 @@ from wine_quality.web.security import (
     add_security_headers,
     is_nonce,
     new_nonce,
-    signing_key,
 )
 
 log = logging.getLogger(__name__)
@@ -91,11 +90,7 @@ def _security_headers(response: Response) -> Response:
 
 
 def _tokens(current: ServiceState) -> CsrfTokens:
-    model = current.holder.model
-    checksum = ""
-    if model is not None:
-        checksum = model.metadata.get("model_file", {}).get("sha256") or model.version
-    return CsrfTokens(signing_key(current.settings.secret_key, checksum))
+    return CsrfTokens(current.settings.secret_key)  # create_app makes sure it is not empty
 
 
 def _browser_nonce() -> str:
@@ -133,6 +128,7 @@ def _page_context() -> dict[str, Any]:
         "csrf_token": lambda: _tokens(current).issue(_browser_nonce()),
         "csrf_field_name": FIELD_NAME,
         "features": FEATURES,
+        "grades": {"minimum": TARGET_MINIMUM, "maximum": TARGET_MAXIMUM},
         "limits": _limits(current),
         "model": _model_view(current),
     }
@@ -422,8 +418,7 @@ def _problem_rows(error: InputError) -> list[dict[str, str]]:
     for detail in error.details:
         line = detail.get("row")
         problems.append({
-            # parse_csv numbers data rows by file line and reports header problems as row 0
-            "line": "header" if line == 0 else ("" if line is None else str(line)),
+            "line": "" if line is None else str(line),  # a line of the file (header = 1)
             "column": detail.get("field") or "",
             "problem": detail.get("problem", ""),
         })
@@ -490,11 +485,23 @@ def _page_error(error: PageError) -> tuple[str, int]:
 
 @bp.errorhandler(RequestEntityTooLarge)
 def _too_large(_: RequestEntityTooLarge) -> tuple[str, int]:
-    size = _size_text(state().settings.max_body_bytes)
-    log.info("web upload refused: larger than %s", size)
-    message = (f"The upload is larger than the limit of {size} (WINE_QUALITY_MAX_BODY_BYTES). "
-               "Split the file into smaller batches, or use the HTTP API.")
-    return render_template("web/error.html", title="The file is too large", message=message), 413
+    """werkzeug raises the same error for the body limit and for the form parser's limits."""
+    limit = state().settings.max_body_bytes
+    size = _size_text(limit)
+    length = request.content_length
+    if length is not None and length > limit:
+        log.info("web upload refused: larger than %s", size)
+        message = (f"The upload is larger than the limit of {size} "
+                   "(WINE_QUALITY_MAX_BODY_BYTES). "
+                   "Split the file into smaller batches, or use the HTTP API.")
+        return render_template("web/error.html", title="The file is too large",
+                               message=message), 413
+    log.info("web form refused: above the body or form limits")
+    message = (f"The form is too large or has too many fields. The page accepts at most "
+               f"{MAX_FORM_PARTS} form fields, {_size_text(MAX_FORM_FIELD_BYTES)} in a text field "
+               f"and {size} in all (WINE_QUALITY_MAX_BODY_BYTES). Reload the page and send the "
+               "form again, or use the HTTP API.")
+    return render_template("web/error.html", title="The form is too large", message=message), 413
 
 
 @bp.errorhandler(HTTPException)
