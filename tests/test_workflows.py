@@ -138,7 +138,7 @@ def metadata_flavor(ci, job_id: str) -> str:
 def test_image_tags(ci):
     # Build pushes only the commit tag: nothing that users pull by a moving name (`latest`, `main`)
     # before the tests, e2e and the champion/challenger gate passed; pull requests push nothing.
-    assert metadata_tags(ci, "build") == ["type=sha,prefix=sha-,format=short"]
+    assert metadata_tags(ci, "build") == ["type=sha,prefix=sha-,format=short", "type=ref,event=pr"]
     assert "latest=false" in metadata_flavor(ci, "build")
     # Version tags, the branch tag and `latest` are added at release, after every check passed, to
     # the digest build pushed.
