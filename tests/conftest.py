@@ -14,6 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TOOLS_BIN = REPO / ".tools" / "bin"
 
+# The seed paper's curl example: the first row of the red-wine file, in FEATURES order.
+PAPER_ROW = (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4)
+
 
 def require_tool(name: str) -> str:
     """Path of the command `name`; skips the test on a developer machine without it, fails in CI."""

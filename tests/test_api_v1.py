@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+# The seed paper's curl example (first row of the red-wine file).
+from conftest import PAPER_ROW
 from wine_quality import MODEL_NAME
 from wine_quality.app import create_app
 from wine_quality.app.metrics import observe_many
@@ -25,9 +27,7 @@ from wine_quality.features import (
 )
 from wine_quality.settings import Settings
 
-# The seed paper's curl example (first row of the red-wine file).
-WINE = dict(zip(FEATURE_NAMES, (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4),
-                strict=True))
+WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 OTHER = dict(zip(FEATURE_NAMES, (7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8),
                  strict=True))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import PAPER_ROW
 from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES
 
-ROWS = [[7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4],
+ROWS = [list(PAPER_ROW),
         [7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8],
         [11.2, 0.28, 0.56, 1.9, 0.075, 17.0, 60.0, 0.998, 3.16, 0.58, 9.8]]
 INFER = "/v2/models/wine-quality/infer"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from conftest import PAPER_ROW
 from wine_quality.features import FEATURE_NAMES
 
-WINE = dict(zip(FEATURE_NAMES, (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4),
-                strict=True))
+WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 
 
 def error_of(response, status: int) -> dict:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import PAPER_ROW
 from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES, FEATURES
 from wine_quality.inputs import (
     MAX_DETAILS,
@@ -18,8 +19,7 @@ from wine_quality.inputs import (
     validate_rows,
 )
 
-WINE = dict(zip(FEATURE_NAMES, (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4),
-                strict=True))
+WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 ROW = list(WINE.values())
 
 

@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import PAPER_ROW
 from gunicorn_server import GunicornServer
 from wine_quality.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.slow
 
-WINE = dict(zip(FEATURE_NAMES, (7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4),
-                strict=True))
+WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 
 
 @pytest.fixture(scope="module")
