@@ -89,8 +89,14 @@ def schema_type(schema: dict, path: list[str]) -> str | None:
 
 
 def value_type(value: object) -> str:
-    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
-                       (list, "array"), (dict, "object")):
+    for kind, name in (
+        (bool, "boolean"),
+        (int, "integer"),
+        (float, "number"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "object"),
+    ):
         if isinstance(value, kind):
             return name
     return "null"
@@ -125,8 +131,7 @@ def replace_table(readme: str, new_table: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when the README is out of date")
-    parser.add_argument("chart", nargs="?", type=Path,
-                        default=PROJECT_CHART)
+    parser.add_argument("chart", nargs="?", type=Path, default=PROJECT_CHART)
     args = parser.parse_args(argv)
     readmes = [args.chart / "README.md"]
     if args.chart.resolve() == PROJECT_CHART:
@@ -141,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     stale = [path for path in readmes if updated[path] != current[path]]
     if args.check:
         for path in stale:
-            print(f"chart-values-table: {path} is out of date with values.yaml; "
-                  "run scripts/chart-values-table.py", file=sys.stderr)
+            print(
+                f"chart-values-table: {path} is out of date with values.yaml; "
+                "run scripts/chart-values-table.py",
+                file=sys.stderr,
+            )
         return 1 if stale else 0
     for path in stale:
         path.write_text(updated[path], encoding="utf-8")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

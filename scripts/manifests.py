@@ -1,23 +1,23 @@
 #!/usr/bin/env python3
 """Splits and selects the documents of `helm template` output (chart-check.sh, kube-play.sh).
 
-  manifests.py split FILE DIR
-      Writes each document of FILE to DIR/<kind>-<name>.yaml; prints one line per document,
-      "<kind> <path>", so callers can route each kind to its validator.
-  manifests.py kube-play FILE OUT --host-port PORT [--secrets DIR]
-      Writes to OUT what `podman kube play` runs: the Deployments, ConfigMaps and Secrets of FILE,
-      with each Deployment cut to one replica and its `http` container port published on
-      127.0.0.1:PORT (podman publishes only ports that name a hostPort). With --secrets, each Secret
-      goes to DIR/<name>.json instead, as the JSON object of its data (base64 values), the form
-      `podman secret create` takes and every podman's `secretKeyRef` reads (podman 4.3 stores a
-      Secret document of the kube file in a form its own `secretKeyRef` cannot read).
-  manifests.py helm-test-script FILE
-      Prints the `helm test` pod's shell script, preceded by exports of its environment except URL,
-      so that the host's sh and curl can run the same check against a pod published on 127.0.0.1.
-  manifests.py portable-schema SCHEMA OUT
-      Copies a CRD JSON schema, dropping `pattern`s written in Go's regex dialect with inline flags
-      such as `(?i)`, which JSON Schema's ECMAScript dialect (and so check-jsonschema) rejects as
-      invalid; prints the path of each dropped pattern.
+manifests.py split FILE DIR
+    Writes each document of FILE to DIR/<kind>-<name>.yaml; prints one line per document,
+    "<kind> <path>", so callers can route each kind to its validator.
+manifests.py kube-play FILE OUT --host-port PORT [--secrets DIR]
+    Writes to OUT what `podman kube play` runs: the Deployments, ConfigMaps and Secrets of FILE,
+    with each Deployment cut to one replica and its `http` container port published on
+    127.0.0.1:PORT (podman publishes only ports that name a hostPort). With --secrets, each Secret
+    goes to DIR/<name>.json instead, as the JSON object of its data (base64 values), the form
+    `podman secret create` takes and every podman's `secretKeyRef` reads (podman 4.3 stores a
+    Secret document of the kube file in a form its own `secretKeyRef` cannot read).
+manifests.py helm-test-script FILE
+    Prints the `helm test` pod's shell script, preceded by exports of its environment except URL,
+    so that the host's sh and curl can run the same check against a pod published on 127.0.0.1.
+manifests.py portable-schema SCHEMA OUT
+    Copies a CRD JSON schema, dropping `pattern`s written in Go's regex dialect with inline flags
+    such as `(?i)`, which JSON Schema's ECMAScript dialect (and so check-jsonschema) rejects as
+    invalid; prints the path of each dropped pattern.
 """
 
 from __future__ import annotations
@@ -90,13 +90,20 @@ def kube_play(path: Path, out: Path, host_port: int, secrets: Path | None = None
 
 
 def helm_test_script(path: Path) -> str:
-    pods = [doc for doc in documents(path) if doc.get("kind") == "Pod"
-            and doc["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    pods = [
+        doc
+        for doc in documents(path)
+        if doc.get("kind") == "Pod"
+        and doc["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
     if len(pods) != 1:
         raise SystemExit(f"manifests: expected one helm test pod in {path}, found {len(pods)}")
     container = pods[0]["spec"]["containers"][0]
-    exports = [f"export {e['name']}={shlex.quote(e['value'])}"
-               for e in container.get("env", []) if e["name"] != "URL"]
+    exports = [
+        f"export {e['name']}={shlex.quote(e['value'])}"
+        for e in container.get("env", [])
+        if e["name"] != "URL"
+    ]
     return "\n".join([*exports, *container["args"]])
 
 

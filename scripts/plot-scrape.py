@@ -37,14 +37,27 @@ LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prometheus", required=True, help="base URL of the Prometheus server")
-    parser.add_argument("--dashboard", type=Path, default=DEFAULT_DASHBOARD,
-                        help="Grafana dashboard JSON (default: the chart's)")
-    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                        help="dashboard variable, e.g. namespace=wine-quality (repeatable)")
+    parser.add_argument(
+        "--dashboard",
+        type=Path,
+        default=DEFAULT_DASHBOARD,
+        help="Grafana dashboard JSON (default: the chart's)",
+    )
+    parser.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="dashboard variable, e.g. namespace=wine-quality (repeatable)",
+    )
     parser.add_argument("--start", type=float, help="range start, Unix seconds")
     parser.add_argument("--end", type=float, help="range end, Unix seconds (default: now)")
-    parser.add_argument("--minutes", type=float, default=30,
-                        help="range length when --start is not given (default: 30)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=30,
+        help="range length when --start is not given (default: 30)",
+    )
     parser.add_argument("--output", type=Path, required=True, help="PNG file to write")
     return parser.parse_args()
 
@@ -66,8 +79,9 @@ class Source:
         return response.json()["data"]["result"]
 
     def range(self, expr: str) -> list[dict]:
-        return self.get("query_range", query=self.expr(expr), start=self.start, end=self.end,
-                        step=self.step)
+        return self.get(
+            "query_range", query=self.expr(expr), start=self.start, end=self.end, step=self.step
+        )
 
     def instant(self, expr: str) -> list[dict]:
         return self.get("query", query=self.expr(expr), time=self.end)
@@ -81,11 +95,16 @@ def draw_timeseries(ax: plt.Axes, panel: dict, source: Source) -> bool:
     drawn = False
     for target in panel["targets"]:
         for series in source.range(target["expr"]):
-            points = [(datetime.fromtimestamp(t), float(v)) for t, v in series["values"]
-                      if math.isfinite(float(v))]
+            points = [
+                (datetime.fromtimestamp(t), float(v))
+                for t, v in series["values"]
+                if math.isfinite(float(v))
+            ]
             if points:
-                ax.plot(*zip(*points, strict=True),
-                        label=legend(target.get("legendFormat", ""), series["metric"]))
+                ax.plot(
+                    *zip(*points, strict=True),
+                    label=legend(target.get("legendFormat", ""), series["metric"]),
+                )
                 drawn = True
     if drawn:
         ax.legend(fontsize=6, loc="upper left")
@@ -96,10 +115,10 @@ def draw_timeseries(ax: plt.Axes, panel: dict, source: Source) -> bool:
 
 def draw_histogram(ax: plt.Axes, panel: dict, source: Source) -> bool:
     """The heatmap's buckets summed over the whole range, de-cumulated, as bars."""
-    expr = panel["targets"][0]["expr"].replace("$__rate_interval",
-                                                f"{int(source.end - source.start) + 1}s")
-    buckets = sorted((float(s["metric"]["le"]), float(s["value"][1]))
-                     for s in source.instant(expr))
+    expr = panel["targets"][0]["expr"].replace(
+        "$__rate_interval", f"{int(source.end - source.start) + 1}s"
+    )
+    buckets = sorted((float(s["metric"]["le"]), float(s["value"][1])) for s in source.instant(expr))
     if not buckets:
         return False
     labels, counts, below = [], [], 0.0
@@ -120,8 +139,9 @@ def draw_table(ax: plt.Axes, panel: dict, source: Source) -> bool:
         for series in source.instant(target["expr"]):
             labels = ", ".join(f"{k}={v}" for k, v in series["metric"].items())
             name = target.get("legendFormat") or labels
-            lines.append(f"{name}: {float(series['value'][1]):g}" if not labels or name != labels
-                         else labels)
+            lines.append(
+                f"{name}: {float(series['value'][1]):g}" if not labels or name != labels else labels
+            )
     ax.axis("off")
     ax.text(0.0, 0.9, "\n".join(lines), fontsize=7, va="top", family="monospace", wrap=True)
     return bool(lines)
@@ -144,10 +164,13 @@ def main() -> None:
         ax.set_title(panel["title"], fontsize=9)
         if not draw.get(panel["type"], draw_timeseries)(ax, panel, source):
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(f"{dashboard['title']}: {datetime.fromtimestamp(start):%H:%M:%S}"
-                 f" - {datetime.fromtimestamp(end):%H:%M:%S}", fontsize=11)
+    fig.suptitle(
+        f"{dashboard['title']}: {datetime.fromtimestamp(start):%H:%M:%S}"
+        f" - {datetime.fromtimestamp(end):%H:%M:%S}",
+        fontsize=11,
+    )
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=90)

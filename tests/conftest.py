@@ -47,21 +47,34 @@ def model_dir(data_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A real red-wine artifact, trained once per session with the project's own command."""
     output = tmp_path_factory.mktemp("artifact") / "model"
     subprocess.run(
-        [sys.executable, "-m", "wine_quality.cli", "train",
-         "--data-dir", str(data_source), "--output", str(output)],
+        [
+            sys.executable,
+            "-m",
+            "wine_quality.cli",
+            "train",
+            "--data-dir",
+            str(data_source),
+            "--output",
+            str(output),
+        ],
         check=True,
     )
     return output
 
 
 def project_version() -> str:
-    return subprocess.run([REPO / "scripts" / "version.sh"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        [REPO / "scripts" / "version.sh"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def git_head() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=False).stdout.strip() or "unknown"
+    return (
+        subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+        or "unknown"
+    )
 
 
 class BuiltImage(NamedTuple):
@@ -75,13 +88,24 @@ def built_image(model_dir: Path) -> BuiltImage:
     `podman kube play` looks for it) from the `model_dir` artifact, mostly from the build cache."""
     require_tool("podman")
     image = BuiltImage(f"localhost/wine-quality:{project_version()}", git_head())
-    env = {**os.environ, "CONTAINER_ENGINE": "podman", "IMAGE": image.name,
-           "MODEL_DIR": str(model_dir),
-           "CONTAINERS_CONF": str(REPO / "scripts" / "podman" / "containers.conf")}
-    result = subprocess.run([REPO / "scripts" / "image.sh", "build"], env=env, capture_output=True,
-                            text=True, timeout=1800, check=False)
+    env = {
+        **os.environ,
+        "CONTAINER_ENGINE": "podman",
+        "IMAGE": image.name,
+        "MODEL_DIR": str(model_dir),
+        "CONTAINERS_CONF": str(REPO / "scripts" / "podman" / "containers.conf"),
+    }
+    result = subprocess.run(
+        [REPO / "scripts" / "image.sh", "build"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert result.returncode == 0, (
-        f"image.sh build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        f"image.sh build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return image
 
 

@@ -60,8 +60,9 @@ class GunicornServer:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, model_dir: Path, folder: Path, timeout: float = STARTUP_SECONDS,
-              **env: str | None) -> GunicornServer:
+    def start(
+        cls, model_dir: Path, folder: Path, timeout: float = STARTUP_SECONDS, **env: str | None
+    ) -> GunicornServer:
         """The service serving `model_dir`, its logs and metrics in `folder`, ready.
 
         `env` overrides the environment (GUNICORN_WORKERS defaults to 2); None removes a variable.
@@ -80,9 +81,18 @@ class GunicornServer:
         with stdout.open("wb") as out, stderr.open("wb") as err:
             # The service's own command; --bind keeps it on 127.0.0.1 (the config binds 0.0.0.0).
             process = subprocess.Popen(
-                [str(GUNICORN), "-c", "python:wine_quality.gunicorn_conf",
-                 "--bind", f"127.0.0.1:{port}", "wine_quality.app:create_app()"],
-                env=environment, stdout=out, stderr=err, cwd=folder,
+                [
+                    str(GUNICORN),
+                    "-c",
+                    "python:wine_quality.gunicorn_conf",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "wine_quality.app:create_app()",
+                ],
+                env=environment,
+                stdout=out,
+                stderr=err,
+                cwd=folder,
             )
         server = cls(process, port, stdout, stderr)
         try:

@@ -28,8 +28,11 @@ from wine_quality.features import (
 from wine_quality.settings import Settings
 
 WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
-OTHER = dict(zip(FEATURE_NAMES, (7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8),
-                 strict=True))
+OTHER = dict(
+    zip(
+        FEATURE_NAMES, (7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8), strict=True
+    )
+)
 
 
 def expected(loaded_model, *wines):
@@ -101,24 +104,31 @@ def _csv(wines, delimiter=","):
 
 @pytest.mark.parametrize("delimiter", [",", ";"])
 def test_csv_batch_answers_json_by_default(api_client, loaded_model, delimiter):
-    response = api_client.post("/v1/predict", data=_csv([WINE, OTHER], delimiter),
-                               content_type="text/csv")
+    response = api_client.post(
+        "/v1/predict", data=_csv([WINE, OTHER], delimiter), content_type="text/csv"
+    )
     assert response.status_code == 200
     got = [p["quality"] for p in response.json["predictions"]]
     np.testing.assert_allclose(got, expected(loaded_model, WINE, OTHER), atol=1e-6)
 
 
 def test_csv_batch_answers_csv_when_accepted(api_client, loaded_model):
-    response = api_client.post("/v1/predict", data=_csv([WINE, OTHER]), content_type="text/csv",
-                               headers={"Accept": "text/csv"})
+    response = api_client.post(
+        "/v1/predict",
+        data=_csv([WINE, OTHER]),
+        content_type="text/csv",
+        headers={"Accept": "text/csv"},
+    )
     assert response.status_code == 200
     assert response.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [r["model_version"] for r in rows] == [loaded_model.version] * 2
-    np.testing.assert_allclose([float(r["quality"]) for r in rows],
-                               expected(loaded_model, WINE, OTHER), atol=1e-6)
-    assert [int(r["grade"]) for r in rows] == [int(np.floor(q + 0.5))
-                                               for q in expected(loaded_model, WINE, OTHER)]
+    np.testing.assert_allclose(
+        [float(r["quality"]) for r in rows], expected(loaded_model, WINE, OTHER), atol=1e-6
+    )
+    assert [int(r["grade"]) for r in rows] == [
+        int(np.floor(q + 0.5)) for q in expected(loaded_model, WINE, OTHER)
+    ]
 
 
 def test_the_whole_uci_file_as_csv(api_client, loaded_model, data_source):
@@ -131,8 +141,9 @@ def test_the_whole_uci_file_as_csv(api_client, loaded_model, data_source):
 
 
 def test_out_of_training_range_is_served_with_a_warning_and_counted(api_client, loaded_model):
-    train_max = next(f["train_max"] for f in loaded_model.metadata["features"]
-                     if f["name"] == "alcohol")
+    train_max = next(
+        f["train_max"] for f in loaded_model.metadata["features"] if f["name"] == "alcohol"
+    )
     high = {**WINE, "alcohol": min(train_max + 1.0, 24.9)}
     before = metric(api_client, 'wine_quality_out_of_range_total{feature="alcohol"}')
     response = api_client.post("/predict", json=high)
@@ -150,13 +161,22 @@ def test_prediction_metrics(api_client, loaded_model):
     assert metric(api_client, "wine_quality_predictions_total ") == 4
     assert metric(api_client, "wine_quality_batch_rows_count ") == 2
     assert metric(api_client, "wine_quality_predicted_quality_count ") == 4
-    assert metric(api_client, 'flask_http_request_duration_seconds_count{method="POST",'
-                              'path="/v1/predict",status="200"}') == 1
-    info = (f'wine_quality_model_info{{algorithm="{loaded_model.algorithm}",'
-            f'runtime="{loaded_model.runtime}",version="{loaded_model.version}"}}')
+    assert (
+        metric(
+            api_client,
+            'flask_http_request_duration_seconds_count{method="POST",'
+            'path="/v1/predict",status="200"}',
+        )
+        == 1
+    )
+    info = (
+        f'wine_quality_model_info{{algorithm="{loaded_model.algorithm}",'
+        f'runtime="{loaded_model.runtime}",version="{loaded_model.version}"}}'
+    )
     assert metric(api_client, info) == 1
     assert metric(api_client, "wine_quality_model_load_seconds ") == pytest.approx(
-        loaded_model.load_seconds)
+        loaded_model.load_seconds
+    )
 
 
 def test_unknown_urls_share_one_metric_label(api_client):
@@ -176,9 +196,12 @@ def test_observe_many_matches_observing_one_by_one():
     for value in values:
         single.observe(value)
     observe_many(bulk, values)
-    samples = lambda registry: {(s.name, tuple(s.labels.items())): s.value  # noqa: E731
-                                for m in registry.collect() for s in m.samples
-                                if not s.name.endswith("_created")}
+    samples = lambda registry: {  # noqa: E731
+        (s.name, tuple(s.labels.items())): s.value
+        for m in registry.collect()
+        for s in m.samples
+        if not s.name.endswith("_created")
+    }
     bulk_samples, single_samples = samples(many), samples(one)
     assert bulk_samples.pop(("h_sum", ())) == pytest.approx(single_samples.pop(("h_sum", ())))
     assert bulk_samples == single_samples
@@ -244,11 +267,21 @@ def test_openapi_spec_is_generated_from_the_feature_module(make_app):
         assert feature.unit in prop["description"]
     assert list(spec["components"]["schemas"]["WineSnakeCase"]["properties"]) == list(FEATURE_KEYS)
     assert spec["components"]["schemas"]["Batch"]["properties"]["instances"]["maxItems"] == 123
-    routes = {str(rule) for rule in client.application.url_map.iter_rules()
-              if rule.endpoint != "static"}
+    routes = {
+        str(rule) for rule in client.application.url_map.iter_rules() if rule.endpoint != "static"
+    }
     documented = set(spec["paths"])
-    for path in ("/healthz", "/readyz", "/v1/model", "/v1/predict", "/predict", "/metrics",
-                 "/v2", "/v2/health/live", "/v2/health/ready"):
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/v1/model",
+        "/v1/predict",
+        "/predict",
+        "/metrics",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+    ):
         assert path in documented
     assert {"/openapi.json", "/docs", "/v1/predict", "/predict"} <= routes
     grade = spec["components"]["schemas"]["Prediction"]["properties"]["grade"]
@@ -258,9 +291,11 @@ def test_openapi_spec_is_generated_from_the_feature_module(make_app):
 
 def test_openapi_spec_documents_every_v2_route_and_its_404(api_client):
     spec = api_client.get("/openapi.json").json
-    v2_routes = {re.sub(r"<(\w+)>", r"{\1}", str(rule))
-                 for rule in api_client.application.url_map.iter_rules()
-                 if str(rule).startswith("/v2")}
+    v2_routes = {
+        re.sub(r"<(\w+)>", r"{\1}", str(rule))
+        for rule in api_client.application.url_map.iter_rules()
+        if str(rule).startswith("/v2")
+    }
     assert "/v2/models/{model_name}/versions/{model_version}/infer" in v2_routes
     assert v2_routes <= set(spec["paths"])
     for path in v2_routes:

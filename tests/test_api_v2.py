@@ -8,9 +8,11 @@ import pytest
 from conftest import PAPER_ROW
 from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES
 
-ROWS = [list(PAPER_ROW),
-        [7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8],
-        [11.2, 0.28, 0.56, 1.9, 0.075, 17.0, 60.0, 0.998, 3.16, 0.58, 9.8]]
+ROWS = [
+    list(PAPER_ROW),
+    [7.8, 0.88, 0.0, 2.6, 0.098, 25.0, 67.0, 0.9968, 3.2, 0.68, 9.8],
+    [11.2, 0.28, 0.56, 1.9, 0.075, 17.0, 60.0, 0.998, 3.16, 0.58, 9.8],
+]
 INFER = "/v2/models/wine-quality/infer"
 
 
@@ -20,8 +22,15 @@ def tensor(rows=ROWS, datatype="FP64", nested=True, name="input-0"):
 
 
 def named(rows=ROWS, names=FEATURE_NAMES, shape_extra=()):
-    return [{"name": n, "shape": [len(rows), *shape_extra], "datatype": "FP32",
-             "data": [row[i] for row in rows]} for i, n in enumerate(names)]
+    return [
+        {
+            "name": n,
+            "shape": [len(rows), *shape_extra],
+            "datatype": "FP32",
+            "data": [row[i] for row in rows],
+        }
+        for i, n in enumerate(names)
+    ]
 
 
 def test_health_and_metadata(api_client, loaded_model):
@@ -42,8 +51,9 @@ def test_health_and_metadata(api_client, loaded_model):
 @pytest.mark.parametrize("datatype", ["FP64", "FP32"])
 @pytest.mark.parametrize("nested", [True, False])
 def test_infer_with_one_tensor(api_client, loaded_model, datatype, nested):
-    response = api_client.post(INFER, json={"id": "req-7",
-                                            "inputs": [tensor(datatype=datatype, nested=nested)]})
+    response = api_client.post(
+        INFER, json={"id": "req-7", "inputs": [tensor(datatype=datatype, nested=nested)]}
+    )
     assert response.status_code == 200
     body = response.json
     assert body["model_name"] == "wine-quality"
@@ -60,8 +70,9 @@ def test_infer_with_one_tensor(api_client, loaded_model, datatype, nested):
 def test_infer_with_named_inputs_in_any_order(api_client, loaded_model, names, shape_extra):
     inputs = list(reversed(named(names=names, shape_extra=shape_extra)))
     body = api_client.post(INFER, json={"inputs": inputs}).json
-    np.testing.assert_allclose(body["outputs"][0]["data"], loaded_model.predict(np.array(ROWS)),
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        body["outputs"][0]["data"], loaded_model.predict(np.array(ROWS)), atol=1e-9
+    )
 
 
 def test_requested_outputs_and_versioned_route(api_client, loaded_model):
@@ -71,8 +82,9 @@ def test_requested_outputs_and_versioned_route(api_client, loaded_model):
 
 
 def test_out_of_training_range_rows_are_reported_as_parameters(api_client, loaded_model):
-    train_max = next(f["train_max"] for f in loaded_model.metadata["features"]
-                     if f["name"] == "alcohol")
+    train_max = next(
+        f["train_max"] for f in loaded_model.metadata["features"] if f["name"] == "alcohol"
+    )
     rows = [[*ROWS[0][:10], min(train_max + 1.0, 24.9)]]
     body = api_client.post(INFER, json={"inputs": [tensor(rows)]}).json
     assert body["parameters"]["warnings"][0].startswith("row 0: alcohol")
@@ -85,27 +97,30 @@ def bad_request(client, body, status=400):
     return response.json["error"]
 
 
-@pytest.mark.parametrize(("body", "words"), [
-    ({}, "inputs"),
-    ({"inputs": []}, "inputs"),
-    ({"inputs": [1]}, "object"),
-    ({"inputs": [{**tensor(), "datatype": "INT64"}]}, "datatype"),
-    ({"inputs": [{**tensor(), "datatype": "BYTES"}]}, "datatype"),
-    ({"inputs": [{**tensor(), "shape": [3, 10]}]}, "shape"),
-    ({"inputs": [{**tensor(), "shape": [2, 11]}]}, "elements"),
-    ({"inputs": [{**tensor(), "shape": "3x11"}]}, "shape"),
-    ({"inputs": [{k: v for k, v in tensor().items() if k != "data"}]}, "data"),
-    ({"inputs": [tensor([[*ROWS[0][:10], "9.4"]])]}, "number"),
-    ({"inputs": [tensor([[*ROWS[0][:10], True]])]}, "number"),
-    ({"inputs": [tensor([[*ROWS[0][:10], None]])]}, "number"),
-    ({"inputs": [tensor([[*ROWS[0][:10], 99.0]])]}, "alcohol"),
-    ({"inputs": named()[:10]}, "missing inputs: alcohol"),
-    ({"inputs": [*named()[:10], {**named()[10], "name": "colour"}]}, "colour"),
-    ({"inputs": [*named(), named()[0]]}, "twice"),
-    ({"inputs": [*named()[:10], {**named()[10], "shape": [2], "data": [9.4, 9.5]}]}, "length"),
-    ({"inputs": [tensor()], "outputs": [{"name": "colour"}]}, "outputs"),
-    ({"inputs": [{**tensor([]), "shape": [0, 11]}]}, "empty"),
-])
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({}, "inputs"),
+        ({"inputs": []}, "inputs"),
+        ({"inputs": [1]}, "object"),
+        ({"inputs": [{**tensor(), "datatype": "INT64"}]}, "datatype"),
+        ({"inputs": [{**tensor(), "datatype": "BYTES"}]}, "datatype"),
+        ({"inputs": [{**tensor(), "shape": [3, 10]}]}, "shape"),
+        ({"inputs": [{**tensor(), "shape": [2, 11]}]}, "elements"),
+        ({"inputs": [{**tensor(), "shape": "3x11"}]}, "shape"),
+        ({"inputs": [{k: v for k, v in tensor().items() if k != "data"}]}, "data"),
+        ({"inputs": [tensor([[*ROWS[0][:10], "9.4"]])]}, "number"),
+        ({"inputs": [tensor([[*ROWS[0][:10], True]])]}, "number"),
+        ({"inputs": [tensor([[*ROWS[0][:10], None]])]}, "number"),
+        ({"inputs": [tensor([[*ROWS[0][:10], 99.0]])]}, "alcohol"),
+        ({"inputs": named()[:10]}, "missing inputs: alcohol"),
+        ({"inputs": [*named()[:10], {**named()[10], "name": "colour"}]}, "colour"),
+        ({"inputs": [*named(), named()[0]]}, "twice"),
+        ({"inputs": [*named()[:10], {**named()[10], "shape": [2], "data": [9.4, 9.5]}]}, "length"),
+        ({"inputs": [tensor()], "outputs": [{"name": "colour"}]}, "outputs"),
+        ({"inputs": [{**tensor([]), "shape": [0, 11]}]}, "empty"),
+    ],
+)
 def test_bad_requests_get_400_with_a_message(api_client, body, words):
     assert words in bad_request(api_client, body)
 
@@ -135,10 +150,15 @@ def test_model_routes_by_version_and_their_404s(api_client, loaded_model):
     assert api_client.get(versioned).json["versions"] == [loaded_model.version]
     assert api_client.get(f"{versioned}/ready").json["ready"] is True
     assert api_client.post(f"{versioned}/infer", json={"inputs": [tensor()]}).status_code == 200
-    for path in ("/v2/models/red-wine", "/v2/models/wine-quality/versions/0.0.0",
-                 "/v2/models/red-wine/ready", "/v2/models/wine-quality/versions/0.0.0/ready"):
+    for path in (
+        "/v2/models/red-wine",
+        "/v2/models/wine-quality/versions/0.0.0",
+        "/v2/models/red-wine/ready",
+        "/v2/models/wine-quality/versions/0.0.0/ready",
+    ):
         response = api_client.get(path)
         assert response.status_code == 404 and "unknown" in response.json["error"]
-    response = api_client.post("/v2/models/wine-quality/versions/0.0.0/infer",
-                               json={"inputs": [tensor()]})
+    response = api_client.post(
+        "/v2/models/wine-quality/versions/0.0.0/infer", json={"inputs": [tensor()]}
+    )
     assert response.status_code == 404 and "unknown version" in response.json["error"]

@@ -156,8 +156,10 @@ def test_missing_directory(tmp_path):
 
 
 def test_reference_outputs_not_reproduced(artifact):
-    edit_metadata(artifact, lambda m: m["reference"].update(
-        outputs=[v + 0.5 for v in m["reference"]["outputs"]]))
+    edit_metadata(
+        artifact,
+        lambda m: m["reference"].update(outputs=[v + 0.5 for v in m["reference"]["outputs"]]),
+    )
     message = refused(artifact, "sklearn")
     assert "does not reproduce the reference predictions" in message
     assert "largest difference 0.5" in message
@@ -220,9 +222,14 @@ def tiny_model() -> tuple[Pipeline, dict]:
     y = X @ np.arange(11) / 10
     model = Pipeline([("regressor", LinearRegression())]).fit(X, y)
     metadata = {
-        "name": "wine-quality", "algorithm": "linear_regression", "git_commit": None,
-        "reference": {"inputs": X[:3].tolist(), "outputs": model.predict(X[:3]).tolist(),
-                      "tolerance": 1e-9},
+        "name": "wine-quality",
+        "algorithm": "linear_regression",
+        "git_commit": None,
+        "reference": {
+            "inputs": X[:3].tolist(),
+            "outputs": model.predict(X[:3]).tolist(),
+            "tolerance": 1e-9,
+        },
         "runtimes": {"onnx": None, "reason": "not exported"},
     }
     return model, metadata
@@ -269,8 +276,13 @@ def test_save_replaces_a_previous_artifact_completely(tmp_path):
 
 
 def predict(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wine_quality.cli", "predict", *args],
-                          input=stdin, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wine_quality.cli", "predict", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_predict_scores_a_uci_csv_file(model_dir, data_source, tmp_path):

@@ -20,24 +20,57 @@ pytestmark = pytest.mark.slow
 SCENARIOS = ("single", "rate", "batch_100", "v2_single")
 
 
-def test_benchmark_runs_and_writes_results(model_dir: Path, data_source: Path,
-                                           tmp_path: Path) -> None:
+def test_benchmark_runs_and_writes_results(
+    model_dir: Path, data_source: Path, tmp_path: Path
+) -> None:
     require_tool("wrk")
     output = tmp_path / "results"
     command = [
-        sys.executable, str(REPO / "benchmarks/run.py"),
-        "--model-dir", str(model_dir), "--data-dir", str(data_source),
-        "--no-linear", "--peer", "none", "--no-sklearn-runtime",
-        "--scenarios", ",".join(SCENARIOS), "--duration", "1", "--repeats", "1",
-        "--rate", "20", "--rate-duration", "1", "--warmup", "0", "--batch-rows", "100",
-        "--inprocess-budget", "0.1", "--work-dir", str(tmp_path / "work"), "--output", str(output),
+        sys.executable,
+        str(REPO / "benchmarks/run.py"),
+        "--model-dir",
+        str(model_dir),
+        "--data-dir",
+        str(data_source),
+        "--no-linear",
+        "--peer",
+        "none",
+        "--no-sklearn-runtime",
+        "--scenarios",
+        ",".join(SCENARIOS),
+        "--duration",
+        "1",
+        "--repeats",
+        "1",
+        "--rate",
+        "20",
+        "--rate-duration",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-rows",
+        "100",
+        "--inprocess-budget",
+        "0.1",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--output",
+        str(output),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-4000:]
 
     results = json.loads((output / "latest.json").read_text())
-    assert {"date", "machine", "settings", "models", "in_process", "measurements", "goals",
-            "ratios"} <= results.keys()
+    assert {
+        "date",
+        "machine",
+        "settings",
+        "models",
+        "in_process",
+        "measurements",
+        "goals",
+        "ratios",
+    } <= results.keys()
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     measured = {(m["server"], m["scenario"]): m for m in results["measurements"]}
     expected = {("service-promoted-onnx", s) for s in SCENARIOS} | {("seed-promoted", "single")}

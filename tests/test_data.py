@@ -87,7 +87,7 @@ def test_wrong_separator(tmp_path):
 def test_missing_column(tmp_path):
     index = CSV_COLUMNS.index("citric acid")
     header = ";".join(f'"{n}"' for n in CSV_COLUMNS if n != "citric acid")
-    path = write(tmp_path, rows_csv(ROW[:index] + ROW[index + 1:], header=header))
+    path = write(tmp_path, rows_csv(ROW[:index] + ROW[index + 1 :], header=header))
     message = problem(path)
     assert "line 1 (header)" in message
     assert "missing column(s) 'citric acid'" in message
@@ -146,11 +146,14 @@ def test_infinite_value(tmp_path):
     assert "column 'sulphates': inf is above the physical maximum" in problem(path)
 
 
-@pytest.mark.parametrize(("grade", "expected"), [
-    ("5.5", "5.5 is not a whole quality grade"),
-    ("11", "grade 11 is outside 0-10"),
-    ("-1", "grade -1 is outside 0-10"),
-])
+@pytest.mark.parametrize(
+    ("grade", "expected"),
+    [
+        ("5.5", "5.5 is not a whole quality grade"),
+        ("11", "grade 11 is outside 0-10"),
+        ("-1", "grade -1 is outside 0-10"),
+    ],
+)
 def test_bad_grade(tmp_path, grade, expected):
     path = write(tmp_path, rows_csv(with_value("quality", grade)))
     assert f"line 2, column 'quality': {expected}" in problem(path)

@@ -62,16 +62,21 @@ def stand_ins(tmp_path: Path) -> dict[str, str]:
     return commands
 
 
-def run_kind_path(tmp_path: Path, model_dir: Path, stand_ins: dict[str, str], **env: str
-                  ) -> tuple[subprocess.CompletedProcess, list[str]]:
+def run_kind_path(
+    tmp_path: Path, model_dir: Path, stand_ins: dict[str, str], **env: str
+) -> tuple[subprocess.CompletedProcess, list[str]]:
     calls = tmp_path / "calls.log"
     environ = {
-        **os.environ, **stand_ins,
-        "E2E_MODE": "kind", "IMAGE": IMAGE,
-        "E2E_CALLS": str(calls), "MODEL_DIR": str(model_dir),
+        **os.environ,
+        **stand_ins,
+        "E2E_MODE": "kind",
+        "IMAGE": IMAGE,
+        "E2E_CALLS": str(calls),
+        "MODEL_DIR": str(model_dir),
         "WINE_QUALITY_BIN": str(Path(sys.executable).with_name("wine-quality")),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "GUNICORN_WORKERS": "1", "SMOKE_READY_TIMEOUT": "60",
+        "GUNICORN_WORKERS": "1",
+        "SMOKE_READY_TIMEOUT": "60",
         **env,
     }
     result = subprocess.run([E2E], capture_output=True, text=True, env=environ, timeout=300)
@@ -102,9 +107,15 @@ def test_kind_path_installs_the_chart_and_smoke_tests_it(tmp_path, model_dir, st
     assert any("monitoring.coreos.com_servicemonitors.yaml" in call for call in crds)
     assert all("prometheus-operator/v0." in call for call in crds)  # a pinned operator release
     install = calls[order[3]]
-    for argument in ("image.repository=ghcr.io/owner/wine-quality", "image.tag=sha-1234567",
-                     "autoscaling.enabled=true", "serviceMonitor.enabled=true",
-                     "prometheusRule.enabled=true", "networkPolicy.enabled=true", "--wait"):
+    for argument in (
+        "image.repository=ghcr.io/owner/wine-quality",
+        "image.tag=sha-1234567",
+        "autoscaling.enabled=true",
+        "serviceMonitor.enabled=true",
+        "prometheusRule.enabled=true",
+        "networkPolicy.enabled=true",
+        "--wait",
+    ):
         assert argument in install
     assert any("monitoring.coreos.com_prometheusrules.yaml" in call for call in crds)
     assert_install_values_admit_only_another_namespace_and_the_test_pod(install)
@@ -117,16 +128,26 @@ def assert_install_values_admit_only_another_namespace_and_the_test_pod(install:
     another namespace and the chart's `helm test` pod, so on kind `helm test` proves that rule."""
     helm = require_tool("helm")
     words = install.split()  # the stand-in logs "$*"; none of e2e.sh's arguments holds a space
-    flags = [word for flag, arg in itertools.pairwise(words)
-             if flag in ("--set", "--set-string") for word in (flag, arg)]
-    rendered = subprocess.run([helm, "template", "wine-quality", str(REPO / "chart/wine-quality"),
-                               *flags], capture_output=True, text=True, timeout=60, check=True)
+    flags = [
+        word
+        for flag, arg in itertools.pairwise(words)
+        if flag in ("--set", "--set-string")
+        for word in (flag, arg)
+    ]
+    rendered = subprocess.run(
+        [helm, "template", "wine-quality", str(REPO / "chart/wine-quality"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
     test_pod = next(d for d in docs if d["kind"] == "Pod")
     peers = policy["spec"]["ingress"][0]["from"]
     assert peers[0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "ingress-nginx"}
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
     selector = peers[1]["podSelector"]["matchLabels"]
     assert selector.items() <= test_pod["metadata"]["labels"].items()
     assert any(d["kind"] == "PrometheusRule" for d in docs)
@@ -134,8 +155,9 @@ def assert_install_values_admit_only_another_namespace_and_the_test_pod(install:
 
 def test_kind_path_reuses_an_existing_cluster(tmp_path, model_dir, stand_ins):
     # The install fails on purpose: this test is about the cluster step only.
-    result, calls = run_kind_path(tmp_path, model_dir, stand_ins,
-                                  KIND_CLUSTERS="other wine-quality", FAIL_INSTALL="1")
+    result, calls = run_kind_path(
+        tmp_path, model_dir, stand_ins, KIND_CLUSTERS="other wine-quality", FAIL_INSTALL="1"
+    )
     assert "reusing kind cluster wine-quality" in result.stderr
     assert not any(call.startswith("kind create") for call in calls)
     assert index(calls, "kind load docker-image") < index(calls, "helm upgrade")
@@ -154,8 +176,13 @@ def test_kind_path_failure_dumps_describe_and_logs(tmp_path, model_dir, stand_in
 
 
 def test_unknown_mode_is_refused():
-    result = subprocess.run([E2E], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "E2E_MODE": "minikube"})
+    result = subprocess.run(
+        [E2E],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "E2E_MODE": "minikube"},
+    )
     assert result.returncode == 2
     assert "E2E_MODE must be auto, kind or podman, not 'minikube'" in result.stderr
 
@@ -167,7 +194,10 @@ def test_podman_path_runs_the_chart_with_the_real_image(built_image: BuiltImage)
     require_tool("curl")
     podman = require_tool("podman")
     result = subprocess.run(
-        [E2E], capture_output=True, text=True, timeout=600,
+        [E2E],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "E2E_MODE": "podman", "IMAGE": built_image.name},
     )
     output = result.stdout + result.stderr
@@ -177,8 +207,12 @@ def test_podman_path_runs_the_chart_with_the_real_image(built_image: BuiltImage)
     assert "uid:gid 10001:10001, read-only root file system, writable /tmp" in output
     assert "WINE_QUALITY_SECRET_KEY from the chart's Secret: 48 characters" in output
     # ... and the run's podman secret is removed with the pod.
-    secrets = subprocess.run([podman, "secret", "ls", "--format", "{{.Name}}"],
-                             capture_output=True, text=True, check=True).stdout.split()
+    secrets = subprocess.run(
+        [podman, "secret", "ls", "--format", "{{.Name}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     release = re.search(r"as release (kube-play-\d+) ", output).group(1)
     assert not [name for name in secrets if name.startswith(f"{release}-")]
     assert "smoke test passed" in output
@@ -186,6 +220,7 @@ def test_podman_path_runs_the_chart_with_the_real_image(built_image: BuiltImage)
     assert "kube-play: passed" in output
     # Torn down: the run's pod is gone.
     pod = re.search(r"kube-play: pod (\S+)", output).group(1)
-    pods = subprocess.run([podman, "pod", "ps", "--format", "{{.Name}}"], capture_output=True,
-                          text=True, check=True).stdout.split()
+    pods = subprocess.run(
+        [podman, "pod", "ps", "--format", "{{.Name}}"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert pod not in pods

@@ -34,14 +34,16 @@ def test_malformed_json_is_400(api_client, body):
 def test_json_that_python_refuses_to_decode_is_400(api_client):
     digits = "1" * 5000  # above Python's limit for integer strings: ValueError, not JSONDecodeError
     for route in ("/predict", "/v2/models/wine-quality/infer"):
-        response = api_client.post(route, data=f'{{"alcohol": {digits}}}',
-                                   content_type="application/json")
+        response = api_client.post(
+            route, data=f'{{"alcohol": {digits}}}', content_type="application/json"
+        )
         assert response.status_code == 400, (route, response.get_data(as_text=True)[:300])
 
 
 def test_body_that_is_not_utf8_is_400(api_client):
-    error = error_of(api_client.post("/predict", data=b"\xff\xfe\xfa",
-                                     content_type="application/json"), 400)
+    error = error_of(
+        api_client.post("/predict", data=b"\xff\xfe\xfa", content_type="application/json"), 400
+    )
     assert "UTF-8" in error["message"]
 
 
@@ -72,24 +74,28 @@ def test_batch_over_the_row_limit_is_413(make_app):
     error_of(client.post("/v1/predict", data=csv, content_type="text/csv"), 413)
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "application/xml", None])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None]
+)
 def test_unsupported_content_type_is_415(api_client, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     response = api_client.post("/predict", data=json.dumps(WINE), headers=headers)
     assert error_of(response, 415)["code"] == "unsupported_media_type"
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({k: v for k, v in WINE.items() if k != "pH"}, "pH"),
-    ({**WINE, "colour": "red"}, "colour"),
-    ({**WINE, "alcohol": "9.4"}, "alcohol"),
-    ({**WINE, "alcohol": True}, "alcohol"),
-    ({**WINE, "alcohol": None}, "alcohol"),
-    ({**WINE, "alcohol": [9.4]}, "alcohol"),
-    ({**WINE, "alcohol": 26.0}, "alcohol"),
-    ({**WINE, "density": -1}, "density"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({k: v for k, v in WINE.items() if k != "pH"}, "pH"),
+        ({**WINE, "colour": "red"}, "colour"),
+        ({**WINE, "alcohol": "9.4"}, "alcohol"),
+        ({**WINE, "alcohol": True}, "alcohol"),
+        ({**WINE, "alcohol": None}, "alcohol"),
+        ({**WINE, "alcohol": [9.4]}, "alcohol"),
+        ({**WINE, "alcohol": 26.0}, "alcohol"),
+        ({**WINE, "density": -1}, "density"),
+    ],
+)
 def test_invalid_values_are_422_naming_the_field(api_client, body, field):
     error = error_of(api_client.post("/predict", json=body), 422)
     assert error["code"] == "invalid_input"
@@ -114,8 +120,9 @@ def test_errors_do_not_echo_the_payload(api_client):
     secret = "do-not-reflect-" * 100
     error = error_of(api_client.post("/predict", json={**WINE, "pH": secret}), 422)
     assert "do-not-reflect" not in json.dumps(error)
-    response = api_client.post("/predict", data='{"x": "do-not-reflect' + "z" * 5000,
-                               content_type="application/json")
+    response = api_client.post(
+        "/predict", data='{"x": "do-not-reflect' + "z" * 5000, content_type="application/json"
+    )
     assert "do-not-reflect" not in response.get_data(as_text=True)
 
 

@@ -58,8 +58,15 @@ def test_every_problem_of_every_row_is_listed():
         rows_from_records([WINE, bad, other], max_rows=10)
     error = caught.value
     assert error.status == 422
-    assert fields_of(error) == {(1, "pH"), (1, "alcohol"), (1, "density"), (1, "chlorides"),
-                                (1, "colour"), (2, "sulphates"), (2, "fixed acidity")}
+    assert fields_of(error) == {
+        (1, "pH"),
+        (1, "alcohol"),
+        (1, "density"),
+        (1, "chlorides"),
+        (1, "colour"),
+        (2, "sulphates"),
+        (2, "fixed acidity"),
+    }
     assert (1, "pH", "must be a number, got a string") in problems(error)
     assert (1, "alcohol", "must be a number, got a boolean") in problems(error)
     assert (1, "density", "must be a number, got null") in problems(error)
@@ -82,10 +89,14 @@ def test_uniform_batches_give_the_same_rows_and_errors_as_mixed_ones():
         with pytest.raises(InputError) as caught:
             rows_from_records(batch, max_rows=10)
         errors.append(problems(caught.value))
-    assert errors[0] == errors[1] == {
-        (2, "pH", "15 is outside the physical bounds [0, 14] pH"),
-        (2, "alcohol", "must be a finite number (not NaN or infinity)"),
-    }
+    assert (
+        errors[0]
+        == errors[1]
+        == {
+            (2, "pH", "15 is outside the physical bounds [0, 14] pH"),
+            (2, "alcohol", "must be a finite number (not NaN or infinity)"),
+        }
+    )
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -118,10 +129,15 @@ def test_body_must_be_an_object(payload):
     assert caught.value.status == 422
 
 
-@pytest.mark.parametrize("payload", [
-    {"instances": []}, {"instances": {"a": 1}}, {"instances": [WINE], "extra": 1},
-    {"instances": [1]},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"instances": []},
+        {"instances": {"a": 1}},
+        {"instances": [WINE], "extra": 1},
+        {"instances": [1]},
+    ],
+)
 def test_malformed_batches_are_rejected(payload):
     with pytest.raises(InputError) as caught:
         rows_from_json(payload, max_rows=10)
@@ -218,7 +234,7 @@ def test_csv_cell_problems_name_the_file_line_and_column():
     assert fields_of(caught.value) == {(3, "pH")}
 
 
-@pytest.mark.parametrize("body", ["", "\n\n", "\"\"\n", ",".join(FEATURE_NAMES) + "\n"])
+@pytest.mark.parametrize("body", ["", "\n\n", '""\n', ",".join(FEATURE_NAMES) + "\n"])
 def test_empty_csv_is_rejected(body):
     with pytest.raises(InputError) as caught:
         parse_csv(body, max_rows=10)
@@ -236,14 +252,16 @@ def test_csv_row_limit_is_413():
 
 
 def test_training_range_warns_per_row_and_cell():
-    metadata = {"features": [{"name": f.name, "train_min": 1.0, "train_max": 2.0}
-                             for f in FEATURES]}
+    metadata = {
+        "features": [{"name": f.name, "train_min": 1.0, "train_max": 2.0} for f in FEATURES]
+    }
     training_range = TrainingRange(metadata)
     rows = np.array([[1.5] * 11, [1.5] * 10 + [2.5], [0.5] + [1.5] * 10])
     warnings = training_range.warnings(rows)
     assert warnings[0] == []
-    assert warnings[1] == ["alcohol 2.5 is above the training range [1, 2]; "
-                           "the prediction is less reliable"]
+    assert warnings[1] == [
+        "alcohol 2.5 is above the training range [1, 2]; the prediction is less reliable"
+    ]
     assert warnings[2][0].startswith("fixed acidity 0.5 is below the training range")
     assert training_range.outside(rows).sum() == 2
 

@@ -13,7 +13,7 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 
 def between(marker: str) -> str:
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    return README[README.index(start) + len(start):README.index(end)].strip()
+    return README[README.index(start) + len(start) : README.index(end)].strip()
 
 
 def test_configuration_table_is_generated_from_the_settings():
@@ -29,7 +29,7 @@ def test_first_screen_gives_the_two_setup_commands():
     assert first_block is not None
     commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
     assert commands == ["make run", "make test"]
-    assert README[:first_block.start()].count("\n") < 20
+    assert README[: first_block.start()].count("\n") < 20
 
 
 def test_ci_runs_the_readme_test_command():

@@ -29,14 +29,25 @@ def project(tmp_path: Path) -> Path:
     shutil.copy2(REPO / "scripts/version.sh", tmp_path / "scripts/version.sh")
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0.1.0"\n')
     git(tmp_path, "init", "--quiet")
-    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.invalid",
-        "commit", "--quiet", "--allow-empty", "-m", "start")
+    git(
+        tmp_path,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.invalid",
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        "-m",
+        "start",
+    )
     return tmp_path
 
 
 def version_sh(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(project / "scripts/version.sh"), *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(project / "scripts/version.sh"), *args], capture_output=True, text=True
+    )
 
 
 def set_version(project: Path, version: str) -> None:
@@ -83,8 +94,12 @@ def test_a_version_that_is_not_semver_is_named(project):
 def test_the_repository_version_is_the_package_version():
     from wine_quality import __version__
 
-    assert subprocess.run([REPO / "scripts/version.sh"], capture_output=True, text=True,
-                          check=True).stdout.strip() == __version__.split("+")[0]
+    assert (
+        subprocess.run(
+            [REPO / "scripts/version.sh"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == __version__.split("+")[0]
+    )
 
 
 # --------------------------------------------------------------------------- release.sh
@@ -93,15 +108,26 @@ def test_the_repository_version_is_the_package_version():
 def release_sh(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("GITHUB_")}
     environ.update(RELEASE_DIR=str(tmp_path / "release"), **env)
-    return subprocess.run([REPO / "scripts/release.sh", *args], capture_output=True, text=True,
-                          env=environ, timeout=120)
+    return subprocess.run(
+        [REPO / "scripts/release.sh", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
 
 
 def artifact(folder: Path, rmse: float) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"version": f"0.1.0+r{rmse}", "wine": "red", "seed": 0, "data": {"sha256": "a"},
-            "metrics": {"test": {"rmse": rmse, "mae": 0.5, "r2": 0.4,
-                                 "within_0_5": 0.6, "within_1": 0.9}}}
+    data = {
+        "version": f"0.1.0+r{rmse}",
+        "wine": "red",
+        "seed": 0,
+        "data": {"sha256": "a"},
+        "metrics": {
+            "test": {"rmse": rmse, "mae": 0.5, "r2": 0.4, "within_0_5": 0.6, "within_1": 0.9}
+        },
+    }
     (folder / "metadata.json").write_text(json.dumps(data))
     return folder
 
@@ -119,9 +145,13 @@ def test_release_compare(tmp_path, new_rmse, flags, env, status, expected):
     champion = artifact(tmp_path / "champion", 0.60) / "metadata.json"
     summary = tmp_path / "step-summary.md"
     result = release_sh(
-        tmp_path, "compare", *flags,
+        tmp_path,
+        "compare",
+        *flags,
         MODEL_DIR=str(artifact(tmp_path / "model", new_rmse)),
-        CHAMPION_METADATA=str(champion), GITHUB_STEP_SUMMARY=str(summary), **env,
+        CHAMPION_METADATA=str(champion),
+        GITHUB_STEP_SUMMARY=str(summary),
+        **env,
     )
     assert result.returncode == status, result.stderr
     report = (tmp_path / "release/comparison.md").read_text()
@@ -150,8 +180,12 @@ def annotated_images(chart: dict) -> dict[str, str]:
 
 def test_package_chart_stamps_version_and_app_version(tmp_path):
     require_tool("helm")
-    result = release_sh(tmp_path, "package-chart", VERSION="1.2.3",
-                        PATH=f"{REPO / '.tools/bin'}{os.pathsep}{os.environ['PATH']}")
+    result = release_sh(
+        tmp_path,
+        "package-chart",
+        VERSION="1.2.3",
+        PATH=f"{REPO / '.tools/bin'}{os.pathsep}{os.environ['PATH']}",
+    )
     assert result.returncode == 0, result.stderr
     package = Path(result.stdout.strip())
     assert package == tmp_path / "release/wine-quality-1.2.3.tgz"
@@ -168,8 +202,9 @@ def test_package_chart_stamps_version_and_app_version(tmp_path):
 
 def test_a_forks_chart_points_at_the_forks_image(tmp_path):
     require_tool("helm")
-    result = release_sh(tmp_path, "package-chart", VERSION="0.3.0",
-                        GITHUB_REPOSITORY_OWNER="Some-Fork")
+    result = release_sh(
+        tmp_path, "package-chart", VERSION="0.3.0", GITHUB_REPOSITORY_OWNER="Some-Fork"
+    )
     assert result.returncode == 0, result.stderr
     files = chart_files(Path(result.stdout.strip()))
     assert files["values.yaml"]["image"]["repository"] == "ghcr.io/some-fork/wine-quality"
@@ -181,16 +216,24 @@ def test_release_notes(tmp_path):
     (tmp_path / "release").mkdir()
     comparison = "## Champion / challenger\n\n**Release.** ok.\n"
     (tmp_path / "release/comparison.md").write_text(comparison)
-    result = release_sh(tmp_path, "notes", VERSION="0.4.1", DIGEST="sha256:" + "a" * 64,
-                        GITHUB_REPOSITORY_OWNER="Owner", GITHUB_REPOSITORY="Owner/wine-quality")
+    result = release_sh(
+        tmp_path,
+        "notes",
+        VERSION="0.4.1",
+        DIGEST="sha256:" + "a" * 64,
+        GITHUB_REPOSITORY_OWNER="Owner",
+        GITHUB_REPOSITORY="Owner/wine-quality",
+    )
     assert result.returncode == 0, result.stderr
     notes = Path(result.stdout.strip()).read_text()
     assert notes.startswith("## wine-quality 0.4.1\n")
     assert f"`ghcr.io/owner/wine-quality:0.4.1` (`sha256:{'a' * 64}`)" in notes
     assert "oci://ghcr.io/owner/charts/wine-quality --version 0.4.1" in notes
     # Anchored to the signing workflow on main, not any identity of the repository.
-    assert ("--certificate-identity https://github.com/Owner/wine-quality/.github/workflows/ci.yml"
-            "@refs/heads/main \\\n") in notes
+    assert (
+        "--certificate-identity https://github.com/Owner/wine-quality/.github/workflows/ci.yml"
+        "@refs/heads/main \\\n"
+    ) in notes
     assert "regexp" not in notes
     assert "### Champion / challenger" in notes
 
@@ -219,15 +262,24 @@ def gh(tmp_path: Path) -> dict[str, str]:
     bin_dir.mkdir()
     (bin_dir / "gh").write_text(GH_STAND_IN)
     (bin_dir / "gh").chmod(0o755)
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "GH_CALLS": str(tmp_path / "gh.log"),
-            "GITHUB_REPOSITORY": "owner/wine-quality", "GITHUB_SHA": "f" * 40}
+    return {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GH_CALLS": str(tmp_path / "gh.log"),
+        "GITHUB_REPOSITORY": "owner/wine-quality",
+        "GITHUB_SHA": "f" * 40,
+    }
 
 
 def test_compare_downloads_the_latest_releases_metadata(tmp_path, gh):
     champion = artifact(tmp_path / "champion", 0.60) / "metadata.json"
-    result = release_sh(tmp_path, "compare", MODEL_DIR=str(artifact(tmp_path / "model", 0.58)),
-                        GH_LATEST_TAG="v0.1.3", GH_CHAMPION=str(champion), **gh)
+    result = release_sh(
+        tmp_path,
+        "compare",
+        MODEL_DIR=str(artifact(tmp_path / "model", 0.58)),
+        GH_LATEST_TAG="v0.1.3",
+        GH_CHAMPION=str(champion),
+        **gh,
+    )
     assert result.returncode == 0, result.stderr
     calls = Path(gh["GH_CALLS"]).read_text()
     assert "gh release download v0.1.3 --repo owner/wine-quality --pattern metadata.json" in calls
@@ -240,16 +292,26 @@ def test_compare_without_any_release_makes_the_first_champion(tmp_path, gh):
     assert "no released model yet" in (tmp_path / "release/comparison.md").read_text()
 
 
-@pytest.mark.parametrize(("event", "labels", "status"), [
-    ("push", "bug allow-worse-model", 0),  # the merged pull request carries the label
-    ("push", "bug", 1),
-    ("workflow_dispatch", "allow-worse-model", 1),  # labels count for merges only
-])
+@pytest.mark.parametrize(
+    ("event", "labels", "status"),
+    [
+        ("push", "bug allow-worse-model", 0),  # the merged pull request carries the label
+        ("push", "bug", 1),
+        ("workflow_dispatch", "allow-worse-model", 1),  # labels count for merges only
+    ],
+)
 def test_the_override_label_on_the_merged_pull_request(tmp_path, gh, event, labels, status):
     champion = artifact(tmp_path / "champion", 0.60) / "metadata.json"
-    result = release_sh(tmp_path, "compare", MODEL_DIR=str(artifact(tmp_path / "model", 0.65)),
-                        GH_LATEST_TAG="v0.1.3", GH_CHAMPION=str(champion), GH_LABELS=labels,
-                        GITHUB_EVENT_NAME=event, **gh)
+    result = release_sh(
+        tmp_path,
+        "compare",
+        MODEL_DIR=str(artifact(tmp_path / "model", 0.65)),
+        GH_LATEST_TAG="v0.1.3",
+        GH_CHAMPION=str(champion),
+        GH_LABELS=labels,
+        GITHUB_EVENT_NAME=event,
+        **gh,
+    )
     assert result.returncode == status, result.stderr
     report = (tmp_path / "release/comparison.md").read_text()
     if status == 0:
@@ -267,7 +329,13 @@ def test_an_unreachable_github_fails_the_release_but_not_the_preview(tmp_path, g
 
 
 def test_a_release_without_metadata_stops_the_release(tmp_path, gh):
-    result = release_sh(tmp_path, "compare", MODEL_DIR=str(artifact(tmp_path / "model", 0.6)),
-                        GH_LATEST_TAG="v0.1.3", GH_CHAMPION=str(tmp_path / "absent.json"), **gh)
+    result = release_sh(
+        tmp_path,
+        "compare",
+        MODEL_DIR=str(artifact(tmp_path / "model", 0.6)),
+        GH_LATEST_TAG="v0.1.3",
+        GH_CHAMPION=str(tmp_path / "absent.json"),
+        **gh,
+    )
     assert result.returncode == 1
     assert "release v0.1.3: no metadata.json asset could be downloaded" in result.stderr

@@ -25,7 +25,10 @@ def train(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     """`wine-quality train` as a user runs it (stderr is not a terminal here, so no progress)."""
     return subprocess.run(
         [sys.executable, "-m", "wine_quality.cli", "train", *args],
-        capture_output=True, text=True, timeout=600, check=check,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=check,
     )
 
 
@@ -49,8 +52,9 @@ def test_promoted_model_beats_the_baseline_on_held_out_red_wine(model_dir, metad
     data = split(dataset.X[keep], dataset.y[keep], metadata["seed"])
     model = load_artifact(model_dir, "sklearn")
     promoted = score(data.y_test, model.predict(data.X_test))
-    baseline = score(data.y_test, LinearRegression().fit(data.X_train, data.y_train)
-                     .predict(data.X_test))
+    baseline = score(
+        data.y_test, LinearRegression().fit(data.X_train, data.y_train).predict(data.X_test)
+    )
     assert promoted["rmse"] < baseline["rmse"]
     assert promoted["mae"] < baseline["mae"]
     assert metadata["algorithm"] != BASELINE
@@ -65,9 +69,14 @@ def test_metadata_has_the_contract_fields(metadata):
     assert metadata["wine"] == "red" and metadata["seed"] == 0
     assert metadata["algorithm"] in CANDIDATES and metadata["params"]
     assert metadata["data"] == {
-        "file": "winequality-red.csv", "sha256": SHA256["winequality-red.csv"],
-        "published_uci_file": True, "rows": 1599, "duplicates": 240,
-        "rows_without_duplicates": 1359, "train_rows": 1087, "test_rows": 272,
+        "file": "winequality-red.csv",
+        "sha256": SHA256["winequality-red.csv"],
+        "published_uci_file": True,
+        "rows": 1599,
+        "duplicates": 240,
+        "rows_without_duplicates": 1359,
+        "train_rows": 1087,
+        "test_rows": 272,
     }
     for package in ("python", "numpy", "scikit-learn", "joblib", "onnxruntime", "skl2onnx"):
         assert metadata["versions"][package]
@@ -140,9 +149,16 @@ def write_linear_wines(folder: Path, rows: int = 240) -> Path:
     """A file whose grade is an exact linear function of alcohol: the baseline fits it perfectly
     (test errors ~1e-15), so no candidate can beat it by more than floating-point noise."""
     rng = np.random.default_rng(1)
-    X = np.column_stack([rng.uniform(f.minimum + (f.maximum - f.minimum) * 0.1,
-                                     f.minimum + (f.maximum - f.minimum) * 0.3, rows)
-                         for f in FEATURES])
+    X = np.column_stack(
+        [
+            rng.uniform(
+                f.minimum + (f.maximum - f.minimum) * 0.1,
+                f.minimum + (f.maximum - f.minimum) * 0.3,
+                rows,
+            )
+            for f in FEATURES
+        ]
+    )
     alcohol = FEATURE_NAMES.index("alcohol")
     X[:, alcohol] = rng.integers(8, 15, rows)
     y = X[:, alcohol] - 5
@@ -160,8 +176,16 @@ def test_quality_gate_failure_exits_non_zero_and_writes_nothing(tmp_path, candid
     write_linear_wines(data_dir)
     output = tmp_path / "artifacts" / "model"
     output.parent.mkdir()
-    result = train("--data-dir", str(data_dir), "--output", str(output), "--folds", "3",
-                   "--candidates", candidates)
+    result = train(
+        "--data-dir",
+        str(data_dir),
+        "--output",
+        str(output),
+        "--folds",
+        "3",
+        "--candidates",
+        candidates,
+    )
     assert result.returncode == 3, result.stderr
     assert "quality gate failed" in result.stderr
     assert f"does not beat the {BASELINE} baseline" in result.stderr
@@ -178,8 +202,16 @@ def test_gate_failure_keeps_the_previous_artifact(tmp_path):
     output = tmp_path / "model"
     output.mkdir()
     (output / "metadata.json").write_text('{"previous": true}')
-    result = train("--data-dir", str(data_dir), "--output", str(output), "--folds", "3",
-                   "--candidates", "ridge")
+    result = train(
+        "--data-dir",
+        str(data_dir),
+        "--output",
+        str(output),
+        "--folds",
+        "3",
+        "--candidates",
+        "ridge",
+    )
     assert result.returncode == 3
     assert [p.name for p in output.iterdir()] == ["metadata.json"]
     assert json.loads((output / "metadata.json").read_text()) == {"previous": True}
@@ -199,15 +231,28 @@ def test_invalid_data_exits_2_naming_the_file(tmp_path):
 
 
 def test_unknown_candidate_exits_2(tmp_path, data_source):
-    result = train("--data-dir", str(data_source), "--output", str(tmp_path / "model"),
-                   "--candidates", "ridge,deep_net")
+    result = train(
+        "--data-dir",
+        str(data_source),
+        "--output",
+        str(tmp_path / "model"),
+        "--candidates",
+        "ridge,deep_net",
+    )
     assert result.returncode == 2 and "unknown candidate(s) ['deep_net']" in result.stderr
 
 
 @pytest.mark.parametrize("jobs", ["0", "-1"])
 def test_jobs_below_one_exits_2_before_training(tmp_path, data_source, jobs):
-    result = train("--data-dir", str(data_source), "--output", str(tmp_path / "model"),
-                   "--jobs", jobs, "--progress")
+    result = train(
+        "--data-dir",
+        str(data_source),
+        "--output",
+        str(tmp_path / "model"),
+        "--jobs",
+        jobs,
+        "--progress",
+    )
     assert result.returncode == 2
     assert f"--jobs must be at least 1, got {jobs}" in result.stderr
     assert "fold" not in result.stderr  # refused before any training step
@@ -234,8 +279,18 @@ def test_training_is_deterministic_and_quiet_without_a_terminal(tmp_path, data_s
 
 
 def test_progress_is_shown_on_request(tmp_path, data_source):
-    result = train("--data-dir", str(data_source), "--output", str(tmp_path / "model"),
-                   "--folds", "2", "--candidates", "ridge", "--progress", check=True)
+    result = train(
+        "--data-dir",
+        str(data_source),
+        "--output",
+        str(tmp_path / "model"),
+        "--folds",
+        "2",
+        "--candidates",
+        "ridge",
+        "--progress",
+        check=True,
+    )
     assert "leakage_free: ridge fold 2/2" in result.stderr
     assert "s] " in result.stderr  # elapsed time
 
@@ -243,8 +298,16 @@ def test_progress_is_shown_on_request(tmp_path, data_source):
 @pytest.mark.slow
 def test_white_wine_through_the_option(tmp_path, data_source):
     output = tmp_path / "white"
-    train("--data-dir", str(data_source), "--output", str(output), "--wine", "white",
-          *QUICK, check=True)
+    train(
+        "--data-dir",
+        str(data_source),
+        "--output",
+        str(output),
+        "--wine",
+        "white",
+        *QUICK,
+        check=True,
+    )
     metadata = metadata_of(output)
     assert metadata["wine"] == "white"
     assert metadata["data"]["file"] == "winequality-white.csv"
@@ -261,12 +324,22 @@ def test_white_wine_through_the_option(tmp_path, data_source):
 def test_help_lists_every_command_and_serve_lists_every_setting():
     from wine_quality.settings import SETTINGS
 
-    top = subprocess.run([sys.executable, "-m", "wine_quality.cli", "--help"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    top = subprocess.run(
+        [sys.executable, "-m", "wine_quality.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     for command in ("data", "train", "predict", "serve"):
         assert command in top
-    serve = subprocess.run([sys.executable, "-m", "wine_quality.cli", "serve", "--help"],
-                           capture_output=True, text=True, timeout=60, check=True).stdout
+    serve = subprocess.run(
+        [sys.executable, "-m", "wine_quality.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     for setting in SETTINGS:
         assert setting.env in serve
 

@@ -167,8 +167,11 @@ def test_values_outside_the_training_range_are_served_with_a_warning(client, red
     row[10] = 20.0  # alcohol: inside the physical bounds, above anything in the training data
     response = client.post("/", data=form_for(row, token_of(client)))
     assert response.status_code == 200
-    warnings = re.search(r'<div class="alert alert-warning" id="warnings">(.*?)</div>',
-                         response.get_data(as_text=True), re.S).group(1)
+    warnings = re.search(
+        r'<div class="alert alert-warning" id="warnings">(.*?)</div>',
+        response.get_data(as_text=True),
+        re.S,
+    ).group(1)
     assert "alcohol 20 is above the training range" in html.unescape(warnings)
 
 
@@ -245,8 +248,9 @@ def post_with_token_of(source: FlaskClient, target: FlaskClient, row: np.ndarray
     return target.post("/", data=form_for(row, token))
 
 
-def test_without_a_key_each_app_signs_with_its_own_random_key(settings, model, red_rows,
-                                                              caplog) -> None:
+def test_without_a_key_each_app_signs_with_its_own_random_key(
+    settings, model, red_rows, caplog
+) -> None:
     """Nothing public (such as the model checksum) is the key: two apps without one disagree."""
     service_log = logging.getLogger("wine_quality")  # it does not propagate to the root logger
     service_log.addHandler(caplog.handler)
@@ -258,8 +262,11 @@ def test_without_a_key_each_app_signs_with_its_own_random_key(settings, model, r
     response = post_with_token_of(first, second, red_rows[0])
     assert response.status_code == 400
     assert "security token is not valid" in text_of(response)
-    warnings = [r.getMessage() for r in caplog.records
-                if r.levelname == "WARNING" and "WINE_QUALITY_SECRET_KEY" in r.getMessage()]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "WINE_QUALITY_SECRET_KEY" in r.getMessage()
+    ]
     assert len(warnings) == 2  # one line per app started without a key
     assert "only validate within this server" in warnings[0]
 
@@ -300,11 +307,20 @@ print(json.dumps({"key": os.environ["WINE_QUALITY_SECRET_KEY"], "warnings": serv
 def gunicorn_master(tmp_path: Path, **env: str) -> dict:
     """What gunicorn's master gets from the service's config: run in a process of its own, since
     the config exports variables and its on_starting hook clears the metrics directory."""
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("WINE_QUALITY_SECRET_KEY", "FORWARDED_ALLOW_IPS")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WINE_QUALITY_SECRET_KEY", "FORWARDED_ALLOW_IPS")
+    }
     environ.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), **env)
-    result = subprocess.run([sys.executable, "-c", GUNICORN_MASTER], env=environ, check=True,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", GUNICORN_MASTER],
+        env=environ,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(result.stdout)
 
 
@@ -349,14 +365,15 @@ def test_the_uci_file_itself_is_predicted(client, model, red_csv, red_rows) -> N
     assert cells[-2] == f"{expected[0]:.2f}"
 
 
-def test_the_download_holds_every_row_with_inputs_and_predictions(client, model, red_csv,
-                                                                  red_rows) -> None:
+def test_the_download_holds_every_row_with_inputs_and_predictions(
+    client, model, red_csv, red_rows
+) -> None:
     body = upload(client, red_csv, "winequality-red.csv").get_data(as_text=True)
     link = re.search(r'<a class="button" id="download" href="([^"]+)" download="([^"]+)"', body)
     assert link.group(2) == "winequality-red-predictions.csv"
     prefix = "data:text/csv;charset=utf-8;base64,"
     assert link.group(1).startswith(prefix)
-    text = base64.b64decode(link.group(1)[len(prefix):]).decode()
+    text = base64.b64decode(link.group(1)[len(prefix) :]).decode()
     records = list(csv.DictReader(io.StringIO(text)))
     assert len(records) == 1599
     assert list(records[0])[:11] == [f.name for f in FEATURES]
@@ -400,7 +417,8 @@ def test_a_bad_value_is_named_by_line_and_column(client, red_rows) -> None:
     response = upload(client, with_cell(content, 17, 10, "strong"))
     assert response.status_code == 422
     assert problems_of(response) == [
-        ("17", "alcohol", "must be a number, got text that is not a number")]
+        ("17", "alcohol", "must be a number, got text that is not a number")
+    ]
     assert "Invalid CSV: 1 problem." in text_of(response)
 
     response = upload(client, with_cell(with_cell(content, 17, 8, "15"), 20, 0, "-1"))
@@ -436,12 +454,15 @@ def test_too_many_form_fields_get_a_413_that_names_the_form_limits(client, red_r
     assert "The upload is larger than" not in text
 
 
-@pytest.mark.parametrize(("content", "status", "message"), [
-    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 400, "binary, not a CSV text file"),
-    ("acidité;pH\n1;2\n".encode("latin-1"), 400, "not UTF-8 text"),
-    (b"", 422, "The file is empty"),
-    (b"just some words\n", 422, "just some words"),
-])
+@pytest.mark.parametrize(
+    ("content", "status", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 400, "binary, not a CSV text file"),
+        ("acidité;pH\n1;2\n".encode("latin-1"), 400, "not UTF-8 text"),
+        (b"", 422, "The file is empty"),
+        (b"just some words\n", 422, "just some words"),
+    ],
+)
 def test_a_file_that_is_not_a_csv_gets_a_readable_error(client, content, status, message) -> None:
     response = upload(client, content, "picture.png")
     assert response.status_code == status
@@ -450,8 +471,9 @@ def test_a_file_that_is_not_a_csv_gets_a_readable_error(client, content, status,
 
 
 def test_no_file_chosen(client) -> None:
-    response = client.post("/batch", data={"csrf_token": token_of(client)},
-                           content_type="multipart/form-data")
+    response = client.post(
+        "/batch", data={"csrf_token": token_of(client)}, content_type="multipart/form-data"
+    )
     assert response.status_code == 400
     assert "no file was chosen" in text_of(response).lower()
 
@@ -491,8 +513,9 @@ def test_reloading_a_result_url_leads_back_to_the_upload_form(client) -> None:
     assert response.headers["Location"].endswith("/#batch")
 
 
-def test_an_unexpected_failure_gets_an_html_page_not_a_trace(settings, model, red_csv,
-                                                             monkeypatch) -> None:
+def test_an_unexpected_failure_gets_an_html_page_not_a_trace(
+    settings, model, red_csv, monkeypatch
+) -> None:
     import wine_quality.web.views
 
     def broken(*args, **kwargs):
@@ -511,8 +534,18 @@ def test_an_unexpected_failure_gets_an_html_page_not_a_trace(settings, model, re
 # ---------------------------------------------------------------- headers on every response
 
 
-@pytest.mark.parametrize("path", ["/", "/healthz", "/v1/model", "/openapi.json", "/docs",
-                                  "/no-such-page", "/static/web/style.css"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/healthz",
+        "/v1/model",
+        "/openapi.json",
+        "/docs",
+        "/no-such-page",
+        "/static/web/style.css",
+    ],
+)
 def test_security_headers_on_every_response(client, path) -> None:
     headers = client.get(path).headers
     csp = headers["Content-Security-Policy"]

@@ -49,8 +49,9 @@ def ci() -> dict[str, Any]:
 
 def job_text(path: Path, job_id: str) -> str:
     """The raw text of one job (comments included), from `  job_id:` to the next job."""
-    match = re.search(rf"^  {re.escape(job_id)}:\n(.*?)(?=^  \S|\Z)", path.read_text(),
-                      re.MULTILINE | re.DOTALL)
+    match = re.search(
+        rf"^  {re.escape(job_id)}:\n(.*?)(?=^  \S|\Z)", path.read_text(), re.MULTILINE | re.DOTALL
+    )
     assert match, job_id
     return match.group(1)
 
@@ -103,8 +104,11 @@ def test_images_are_pushed_only_from_main(ci):
 
 
 def test_the_tested_and_the_pushed_build_are_the_same_build(ci):
-    builds = [step["with"] for step in ci["jobs"]["build"]["steps"]
-              if step.get("uses", "").startswith("docker/build-push-action@")]
+    builds = [
+        step["with"]
+        for step in ci["jobs"]["build"]["steps"]
+        if step.get("uses", "").startswith("docker/build-push-action@")
+    ]
     assert len(builds) == 2
     tested, pushed = builds
     assert tested["outputs"].startswith("type=docker,dest=")
@@ -150,8 +154,9 @@ def test_image_tags(ci):
         "type=raw,value=latest,enable={{is_default_branch}}",
     ]
     assert "latest=false" in metadata_flavor(ci, "release")
-    image_step = next(s for s in ci["jobs"]["release"]["steps"]
-                      if s.get("run") == "scripts/release.sh image")
+    image_step = next(
+        s for s in ci["jobs"]["release"]["steps"] if s.get("run") == "scripts/release.sh image"
+    )
     assert image_step["env"]["TAGS"] == "${{ steps.meta.outputs.tags }}"
 
 
@@ -198,8 +203,11 @@ def test_no_expression_expands_inside_a_run_script(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_checkouts_do_not_persist_credentials(path):
-    checkouts = [step for _, step in steps(load(path))
-                 if step.get("uses", "").startswith("actions/checkout@")]
+    checkouts = [
+        step
+        for _, step in steps(load(path))
+        if step.get("uses", "").startswith("actions/checkout@")
+    ]
     assert checkouts
     for step in checkouts:
         assert step.get("with", {}).get("persist-credentials") is False
@@ -216,14 +224,18 @@ def test_least_privilege(path):
             # Every permission a job asks for says why, in a comment on its line.
             pattern = rf"^[ ]+{re.escape(scope)}: {level}[ ]+#[ ]*\S"
             assert re.search(pattern, block, re.MULTILINE), f"{job_id}: '{scope}' says not why"
-    writers = {job_id for job_id, job in workflow["jobs"].items()
-               if "write" in job["permissions"].values()}
+    writers = {
+        job_id for job_id, job in workflow["jobs"].items() if "write" in job["permissions"].values()
+    }
     assert writers <= {"build", "release"}
 
 
 def test_release_permissions(ci):
     assert ci["jobs"]["release"]["permissions"] == {
-        "contents": "write", "packages": "write", "id-token": "write", "pull-requests": "read",
+        "contents": "write",
+        "packages": "write",
+        "id-token": "write",
+        "pull-requests": "read",
     }
     assert ci["jobs"]["build"]["permissions"] == {"contents": "read", "packages": "write"}
 
@@ -235,9 +247,12 @@ def test_concurrency_cancels_superseded_runs_but_not_on_main(ci):
 
 
 def test_pip_cache_only_outside_publishing_jobs(ci):
-    cached = {job_id for job_id, step in steps(ci)
-              if step.get("uses", "").startswith("actions/setup-python@")
-              and step.get("with", {}).get("cache") == "pip"}
+    cached = {
+        job_id
+        for job_id, step in steps(ci)
+        if step.get("uses", "").startswith("actions/setup-python@")
+        and step.get("with", {}).get("cache") == "pip"
+    }
     assert {"lint", "test", "train"} <= cached
     assert not cached & {"build", "release"}
     for job_id, step in steps(ci):
@@ -260,8 +275,8 @@ def run_commands(workflow: dict[str, Any]):
         for line in step.get("run", "").splitlines():
             if line.strip():
                 words = shlex.split(line, comments=True)
-                if words[:len(AS_ROOT)] == AS_ROOT:
-                    words = words[len(AS_ROOT):]
+                if words[: len(AS_ROOT)] == AS_ROOT:
+                    words = words[len(AS_ROOT) :]
                 yield job_id, words
 
 
@@ -271,8 +286,13 @@ def test_every_script_a_step_runs_exists_and_is_executable(ci):
         for word in words:
             if re.fullmatch(r"(scripts/[\w./-]+\.sh|\.ci/run)", word):
                 called.add(word)
-    assert {"scripts/lint.sh", "scripts/e2e.sh", "scripts/release.sh",
-            "scripts/install-helm.sh", "scripts/bootstrap.sh"} <= called
+    assert {
+        "scripts/lint.sh",
+        "scripts/e2e.sh",
+        "scripts/release.sh",
+        "scripts/install-helm.sh",
+        "scripts/bootstrap.sh",
+    } <= called
     for script in sorted(called):
         path = REPO / script
         assert path.is_file(), f"{script} does not exist"
@@ -289,8 +309,11 @@ def test_every_make_target_a_step_runs_exists(ci):
 
 def make_rule(target: str) -> tuple[set[str], list[str]]:
     """The prerequisites and recipe lines of one Makefile target."""
-    match = re.search(rf"^{re.escape(target)}:([^#\n]*).*\n((?:\t.*\n)*)",
-                      (REPO / "Makefile").read_text(), re.MULTILINE)
+    match = re.search(
+        rf"^{re.escape(target)}:([^#\n]*).*\n((?:\t.*\n)*)",
+        (REPO / "Makefile").read_text(),
+        re.MULTILINE,
+    )
     assert match, target
     return set(match.group(1).split()), [line.strip() for line in match.group(2).splitlines()]
 
@@ -361,9 +384,18 @@ def tool(name: str) -> str:
 
 def test_zizmor_finds_nothing():
     result = subprocess.run(
-        [tool("zizmor"), "--offline", "--no-progress", "--strict-collection", "--format", "plain",
-         str(REPO / ".github")],
-        capture_output=True, text=True, timeout=120,
+        [
+            tool("zizmor"),
+            "--offline",
+            "--no-progress",
+            "--strict-collection",
+            "--format",
+            "plain",
+            str(REPO / ".github"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No findings to report" in result.stdout
@@ -371,16 +403,30 @@ def test_zizmor_finds_nothing():
 
 def test_workflows_match_githubs_schema():
     result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
-         *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=120,
+        [
+            tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            *map(str, WORKFLOWS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_dependabot_config_matches_its_schema():
     result = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot",
-         str(REPO / ".github/dependabot.yml")], capture_output=True, text=True, timeout=120,
+        [
+            tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.dependabot",
+            str(REPO / ".github/dependabot.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -397,7 +443,9 @@ def test_the_audits_catch_a_bad_workflow(tmp_path):
     )
     result = subprocess.run(
         [tool("zizmor"), "--offline", "--no-progress", str(tmp_path / ".github")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "unpinned-uses" in result.stdout

@@ -95,8 +95,11 @@ def save_artifact(
         if onnx_bytes is not None:
             (staging / ONNX_FILE).write_bytes(onnx_bytes)
             onnx_meta = metadata["runtimes"]["onnx"]
-            metadata["runtimes"]["onnx"] = {**onnx_meta, "file": ONNX_FILE,
-                                            "sha256": sha256_bytes(onnx_bytes)}
+            metadata["runtimes"]["onnx"] = {
+                **onnx_meta,
+                "file": ONNX_FILE,
+                "sha256": sha256_bytes(onnx_bytes),
+            }
         metadata = _ordered(metadata)
         if write_docs is not None:
             write_docs(staging, metadata)
@@ -122,8 +125,10 @@ def model_version(model_sha: str, commit: str | None) -> str:
 
 def _ordered(metadata: dict[str, Any]) -> dict[str, Any]:
     first = ("name", "version", "model_id", "git_commit", "trained_at", "algorithm")
-    return {**{k: metadata[k] for k in first if k in metadata},
-            **{k: v for k, v in metadata.items() if k not in first}}
+    return {
+        **{k: metadata[k] for k in first if k in metadata},
+        **{k: v for k, v in metadata.items() if k not in first},
+    }
 
 
 def _replace_directory(staging: Path, output: Path) -> None:
@@ -178,8 +183,12 @@ def load_artifact(model_dir: Path, runtime: str = "auto") -> LoadedModel:
     from wine_quality.runtime import SklearnPredictor
 
     sklearn_predictor = SklearnPredictor(estimator)
-    _check_reference(model_dir / metadata["model_file"]["path"], sklearn_predictor, metadata,
-                     _tolerance(model_dir, metadata["reference"], "reference"))
+    _check_reference(
+        model_dir / metadata["model_file"]["path"],
+        sklearn_predictor,
+        metadata,
+        _tolerance(model_dir, metadata["reference"], "reference"),
+    )
     predictor, fallback_reason = sklearn_predictor, None
     if runtime != "sklearn":
         onnx_predictor, fallback_reason = _load_onnx(model_dir, metadata)
@@ -237,7 +246,8 @@ def _verified_bytes(model_dir: Path, entry: Any, what: str) -> bytes:
     name = entry.get("path") or entry.get("file")
     if not isinstance(name, str) or Path(name).name != name:
         raise ArtifactError(
-            f"{model_dir / METADATA_FILE}: invalid file name {name!r} for the {what}")
+            f"{model_dir / METADATA_FILE}: invalid file name {name!r} for the {what}"
+        )
     path = model_dir / name
     try:
         data = path.read_bytes()
@@ -279,8 +289,9 @@ def _reference(metadata: dict[str, Any], path: Path) -> tuple[np.ndarray, np.nda
         raise ArtifactError(f"{path}: reference predictions are malformed ({error})") from error
     shape_ok = inputs.ndim == 2 and inputs.shape[1] == len(FEATURES)
     if not shape_ok or len(inputs) != len(outputs) or not len(inputs):
-        raise ArtifactError(f"{path}: reference inputs must be rows of {len(FEATURES)} numbers "
-                            "with one output each")
+        raise ArtifactError(
+            f"{path}: reference inputs must be rows of {len(FEATURES)} numbers with one output each"
+        )
     return inputs, outputs
 
 
@@ -288,13 +299,16 @@ def _tolerance(model_dir: Path, entry: Any, where: str) -> float:
     """The `tolerance` recorded under `where` in the metadata, or ArtifactError naming it."""
     value = entry.get("tolerance") if isinstance(entry, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ArtifactError(f"{model_dir / METADATA_FILE}: {where}.tolerance is missing or not a "
-                            f"non-negative number ({value!r})")
+        raise ArtifactError(
+            f"{model_dir / METADATA_FILE}: {where}.tolerance is missing or not a "
+            f"non-negative number ({value!r})"
+        )
     return float(value)
 
 
-def _check_reference(path: Path, predictor: Any, metadata: dict[str, Any], tolerance: float
-                     ) -> float:
+def _check_reference(
+    path: Path, predictor: Any, metadata: dict[str, Any], tolerance: float
+) -> float:
     """Largest deviation from the recorded reference outputs; ArtifactError beyond `tolerance`."""
     inputs, expected = _reference(metadata, path.parent / METADATA_FILE)
     try:
@@ -329,8 +343,12 @@ def _load_onnx(model_dir: Path, metadata: dict[str, Any]) -> tuple[Any | None, s
     except Exception as error:  # onnxruntime rejects the model: fall back to the reference
         return None, f"onnxruntime cannot load {ONNX_FILE} ({error})"
     try:
-        _check_reference(model_dir / ONNX_FILE, predictor, metadata,
-                         _tolerance(model_dir, entry, "runtimes.onnx"))
+        _check_reference(
+            model_dir / ONNX_FILE,
+            predictor,
+            metadata,
+            _tolerance(model_dir, entry, "runtimes.onnx"),
+        )
     except ArtifactError as error:
         return None, str(error)
     return predictor, None

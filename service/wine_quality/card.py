@@ -20,14 +20,16 @@ PLOTS = {
 }
 
 
-def write_model_card(directory: Path, metadata: dict[str, Any], y_true: np.ndarray,
-                     y_pred: np.ndarray) -> None:
+def write_model_card(
+    directory: Path, metadata: dict[str, Any], y_true: np.ndarray, y_pred: np.ndarray
+) -> None:
     plots_note = write_plots(directory / PLOTS_DIR, metadata, y_true, y_pred)
     (directory / CARD_FILE).write_text(render(metadata, plots_note), encoding="utf-8")
 
 
-def write_plots(folder: Path, metadata: dict[str, Any], y_true: np.ndarray, y_pred: np.ndarray
-                ) -> str | None:
+def write_plots(
+    folder: Path, metadata: dict[str, Any], y_true: np.ndarray, y_pred: np.ndarray
+) -> str | None:
     """Write the PNG plots; return a note instead when matplotlib is not installed."""
     try:
         import matplotlib
@@ -35,8 +37,10 @@ def write_plots(folder: Path, metadata: dict[str, Any], y_true: np.ndarray, y_pr
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return ("Plots were not drawn: matplotlib is not installed "
-                "(`pip install 'wine-quality[train]'`).")
+        return (
+            "Plots were not drawn: matplotlib is not installed "
+            "(`pip install 'wine-quality[train]'`)."
+        )
     folder.mkdir(parents=True, exist_ok=True)
     title = f"{metadata['algorithm']} ({metadata['wine']} wine)"
 
@@ -60,8 +64,12 @@ def write_plots(folder: Path, metadata: dict[str, Any], y_true: np.ndarray, y_pr
 
     importance = sorted(metadata["importance"], key=lambda item: item["mean"])
     figure, axes = plt.subplots(figsize=(6, 4.5))
-    axes.barh([item["name"] for item in importance], [item["mean"] for item in importance],
-              xerr=[item["std"] for item in importance], color="tab:red")
+    axes.barh(
+        [item["name"] for item in importance],
+        [item["mean"] for item in importance],
+        xerr=[item["std"] for item in importance],
+        color="tab:red",
+    )
     axes.set(xlabel="increase of test RMSE when shuffled", title=f"Permutation importance, {title}")
     _save(figure, folder / "feature_importance.png")
     return None
@@ -105,44 +113,45 @@ def render(metadata: dict[str, Any], plots_note: str | None = None) -> str:
     runtime_line = (
         f"`model.onnx` reproduces scikit-learn within {onnx['tolerance']:g} "
         f"(largest difference {onnx['max_abs_error']:.2g} over all {onnx['checked_rows']} rows)"
-        if onnx else f"scikit-learn only ({metadata['runtimes'].get('reason', 'no ONNX export')})"
+        if onnx
+        else f"scikit-learn only ({metadata['runtimes'].get('reason', 'no ONNX export')})"
     )
     plots = plots_note or "\n\n".join(
         f"![{caption}]({PLOTS_DIR}/{name})" for name, caption in PLOTS.items()
     )
     importance = sorted(metadata["importance"], key=lambda item: -item["mean"])
     top = ", ".join(f"{item['name']} ({item['mean']:.3f})" for item in importance[:4])
-    return f"""# Model card: {metadata['name']} {metadata['version']}
+    return f"""# Model card: {metadata["name"]} {metadata["version"]}
 
 ## Model
-- Algorithm: `{metadata['algorithm']}` ({metadata['estimator']}, a scikit-learn pipeline);
+- Algorithm: `{metadata["algorithm"]}` ({metadata["estimator"]}, a scikit-learn pipeline);
   parameters in `metadata.json` (`params`).
 - Predicts the sensory quality grade (0-10, a regression output) of a Portuguese
-  *vinho verde* ({metadata['wine']}) from 11 physicochemical measurements.
-- Trained {metadata['trained_at']} from commit `{metadata.get('git_commit') or 'unknown'}`,
-  seed {metadata['seed']}, in {metadata['timing']['training_seconds']:.1f} s
-  ({metadata['timing']['machine']}), scikit-learn {metadata['versions']['scikit-learn']}.
+  *vinho verde* ({metadata["wine"]}) from 11 physicochemical measurements.
+- Trained {metadata["trained_at"]} from commit `{metadata.get("git_commit") or "unknown"}`,
+  seed {metadata["seed"]}, in {metadata["timing"]["training_seconds"]:.1f} s
+  ({metadata["timing"]["machine"]}), scikit-learn {metadata["versions"]["scikit-learn"]}.
 - Runtimes: {runtime_line}.
 
 ## Data
-UCI Wine Quality (Cortez et al. 2009, CC BY 4.0), `{data['file']}`, sha256 `{data['sha256']}`
-({'the published file' if data['published_uci_file'] else 'NOT the published UCI file'}):
-{data['rows']} rows, of which {data['duplicates']} exactly repeat an earlier row.
+UCI Wine Quality (Cortez et al. 2009, CC BY 4.0), `{data["file"]}`, sha256 `{data["sha256"]}`
+({"the published file" if data["published_uci_file"] else "NOT the published UCI file"}):
+{data["rows"]} rows, of which {data["duplicates"]} exactly repeat an earlier row.
 
 ## Evaluation
 Two protocols, same candidates, same seed:
 
-- **leakage_free** (selection and quality gate): {protocols['leakage_free']['description']};
-  {protocols['leakage_free']['train_rows']} training and
-  {protocols['leakage_free']['test_rows']} test rows.
-- **paper** (for comparison only): {protocols['paper']['description']};
+- **leakage_free** (selection and quality gate): {protocols["leakage_free"]["description"]};
+  {protocols["leakage_free"]["train_rows"]} training and
+  {protocols["leakage_free"]["test_rows"]} test rows.
+- **paper** (for comparison only): {protocols["paper"]["description"]};
   copies of the same wine fall on both sides of the split, so these numbers are optimistic.
 
-Selection: {metrics['selection']['criterion']} under the leakage-free protocol.
+Selection: {metrics["selection"]["criterion"]} under the leakage-free protocol.
 
-Quality gate ({gate['rule']}): passed, RMSE {gate['promoted']['rmse']:.3f} vs
-{gate['baseline']['rmse']:.3f} and MAE {gate['promoted']['mae']:.3f} vs
-{gate['baseline']['mae']:.3f} for the baseline.
+Quality gate ({gate["rule"]}): passed, RMSE {gate["promoted"]["rmse"]:.3f} vs
+{gate["baseline"]["rmse"]:.3f} and MAE {gate["promoted"]["mae"]:.3f} vs
+{gate["baseline"]["mae"]:.3f} for the baseline.
 
 {metrics_table(metadata)}
 
@@ -164,7 +173,7 @@ Most important inputs (permutation importance, RMSE increase): {top}.
 ```
 wine-quality data --dest data/wine-quality
 wine-quality train --data-dir data/wine-quality --output artifacts/model \\
-    --wine {metadata['wine']} --seed {metadata['seed']}
+    --wine {metadata["wine"]} --seed {metadata["seed"]}
 ```
 The same data, seed and library versions give the same metrics and predictions.
 """

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="wine-quality", description=DESCRIPTION,
+        prog="wine-quality",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -63,21 +64,31 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
 
     checksums = "\n".join(f"  {name}  {digest}" for name, digest in SHA256.items())
     command = commands.add_parser(
-        "data", formatter_class=_formatter,
+        "data",
+        formatter_class=_formatter,
         help="download the UCI files (or copy them from a folder) and verify their sha256",
         description="Put winequality-red.csv and winequality-white.csv into --dest, each checked "
-                    "against its published sha256. A wrong checksum is an error and nothing is "
-                    "kept.",
+        "against its published sha256. A wrong checksum is an error and nothing is "
+        "kept.",
         epilog=f"Published checksums:\n{checksums}\n\n"
-               "Exit status: 0 ok, 2 missing or corrupt file.",
+        "Exit status: 0 ok, 2 missing or corrupt file.",
     )
-    command.add_argument("--dest", type=Path, required=True, metavar="DIR",
-                         help="folder to write the CSV files into (created if missing)")
-    command.add_argument("--source", metavar="DIR_OR_URL",
-                         help=f"a local folder holding the files, or a URL prefix; default: env "
-                              f"{SOURCE_ENV}, else {UCI_BASE_URL}")
-    command.add_argument("--wine", choices=(*WINES, "all"), default="all",
-                         help="which file to fetch (default: all)")
+    command.add_argument(
+        "--dest",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder to write the CSV files into (created if missing)",
+    )
+    command.add_argument(
+        "--source",
+        metavar="DIR_OR_URL",
+        help=f"a local folder holding the files, or a URL prefix; default: env "
+        f"{SOURCE_ENV}, else {UCI_BASE_URL}",
+    )
+    command.add_argument(
+        "--wine", choices=(*WINES, "all"), default="all", help="which file to fetch (default: all)"
+    )
     command.set_defaults(handler=_run_data)
 
 
@@ -103,7 +114,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     from wine_quality.train import BASELINE, CANDIDATES
 
     command = commands.add_parser(
-        "train", formatter_class=_formatter,
+        "train",
+        formatter_class=_formatter,
         help="select, evaluate and gate a model; write the artifact",
         description=(
             "Validate the data, evaluate every candidate with K-fold CV under two protocols\n"
@@ -114,31 +126,59 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
             "(lower RMSE and lower MAE)."
         ),
         epilog="Exit status: 0 artifact written; 2 invalid data or arguments;\n"
-               "3 quality gate failed (nothing written); 1 other errors.\n"
-               "Progress (candidate, fold, elapsed time) is shown when stderr is a terminal.",
+        "3 quality gate failed (nothing written); 1 other errors.\n"
+        "Progress (candidate, fold, elapsed time) is shown when stderr is a terminal.",
     )
-    command.add_argument("--data-dir", type=Path, required=True, metavar="DIR",
-                         help="folder holding winequality-red.csv / winequality-white.csv")
-    command.add_argument("--output", type=Path, required=True, metavar="DIR",
-                         help="artifact directory to write (replaced atomically), "
-                              "e.g. artifacts/model")
-    command.add_argument("--wine", choices=WINES, default="red",
-                         help="which wine to model (default: red)")
-    command.add_argument("--seed", type=int, default=0,
-                         help="seed of the split, the folds and the estimators (default: 0)")
+    command.add_argument(
+        "--data-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder holding winequality-red.csv / winequality-white.csv",
+    )
+    command.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="artifact directory to write (replaced atomically), e.g. artifacts/model",
+    )
+    command.add_argument(
+        "--wine", choices=WINES, default="red", help="which wine to model (default: red)"
+    )
+    command.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split, the folds and the estimators (default: 0)",
+    )
     command.add_argument("--folds", type=int, default=5, help="K of the K-fold CV (default: 5)")
-    command.add_argument("--candidates", default=",".join(CANDIDATES), metavar="NAMES",
-                         help="comma-separated candidates to select from (default: all of "
-                              f"{', '.join(CANDIDATES)}); the {BASELINE} baseline is always "
-                              "evaluated")
-    command.add_argument("--jobs", type=int, default=1,
-                         help="worker threads for the forests and histogram boosting "
-                              "(default: 1); a bit-for-bit rerun needs the same value")
+    command.add_argument(
+        "--candidates",
+        default=",".join(CANDIDATES),
+        metavar="NAMES",
+        help="comma-separated candidates to select from (default: all of "
+        f"{', '.join(CANDIDATES)}); the {BASELINE} baseline is always "
+        "evaluated",
+    )
+    command.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker threads for the forests and histogram boosting "
+        "(default: 1); a bit-for-bit rerun needs the same value",
+    )
     progress = command.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="show progress even when stderr is not a terminal")
-    progress.add_argument("--quiet", dest="progress", action="store_false",
-                          help="no progress lines, only the summary")
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress even when stderr is not a terminal",
+    )
+    progress.add_argument(
+        "--quiet", dest="progress", action="store_false", help="no progress lines, only the summary"
+    )
     command.set_defaults(handler=_run_train)
 
 
@@ -148,8 +188,12 @@ def _run_train(args: argparse.Namespace) -> int:
     from wine_quality.train import QualityGateError, TrainConfig, summary, train
 
     config = TrainConfig(
-        data_dir=args.data_dir, output=args.output, wine=args.wine, seed=args.seed,
-        folds=args.folds, jobs=args.jobs,
+        data_dir=args.data_dir,
+        output=args.output,
+        wine=args.wine,
+        seed=args.seed,
+        folds=args.folds,
+        jobs=args.jobs,
         candidates=tuple(name.strip() for name in args.candidates.split(",") if name.strip()),
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
@@ -176,7 +220,8 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_predict(commands: argparse._SubParsersAction) -> None:
     names = ", ".join(f.name for f in FEATURES)
     command = commands.add_parser(
-        "predict", formatter_class=_formatter,
+        "predict",
+        formatter_class=_formatter,
         help="predict the quality of wines from a CSV or JSON file",
         description="Load the artifact (verified) and print one predicted grade per input row.",
         epilog=(
@@ -189,14 +234,23 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
         ),
     )
     command.add_argument("input", metavar="FILE", help="CSV or JSON file; '-' reads stdin")
-    command.add_argument("--model-dir", type=Path,
-                         default=Path(settings.raw("WINE_QUALITY_MODEL_DIR")),
-                         help="artifact directory (default: env WINE_QUALITY_MODEL_DIR, "
-                              "else artifacts/model)")
-    command.add_argument("--runtime", choices=settings.RUNTIMES, default="auto",
-                         help="inference runtime (default: auto = ONNX when available)")
-    command.add_argument("--json", action="store_true",
-                         help='print {"predictions": [...], "model_version": ...} instead of lines')
+    command.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(settings.raw("WINE_QUALITY_MODEL_DIR")),
+        help="artifact directory (default: env WINE_QUALITY_MODEL_DIR, else artifacts/model)",
+    )
+    command.add_argument(
+        "--runtime",
+        choices=settings.RUNTIMES,
+        default="auto",
+        help="inference runtime (default: auto = ONNX when available)",
+    )
+    command.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"predictions": [...], "model_version": ...} instead of lines',
+    )
     command.set_defaults(handler=_run_predict)
 
 
@@ -228,8 +282,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(f"error: {source}: cannot read ({error})", file=sys.stderr)
         return EXIT_BAD_INPUT
     except json.JSONDecodeError as error:
-        print(f"error: {source}: invalid JSON ({error.msg} at line {error.lineno})",
-              file=sys.stderr)
+        print(
+            f"error: {source}: invalid JSON ({error.msg} at line {error.lineno})", file=sys.stderr
+        )
         return EXIT_BAD_INPUT
     except ValueError as error:  # json's other refusals, e.g. an integer of over 4300 digits
         print(f"error: {source}: invalid JSON ({error})", file=sys.stderr)
@@ -248,8 +303,15 @@ def _run_predict(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     predictions = model.predict(rows)
     if args.json:
-        print(json.dumps({"predictions": [round(float(p), 6) for p in predictions],
-                          "model_version": model.version, "runtime": model.runtime}))
+        print(
+            json.dumps(
+                {
+                    "predictions": [round(float(p), 6) for p in predictions],
+                    "model_version": model.version,
+                    "runtime": model.runtime,
+                }
+            )
+        )
     else:
         print("\n".join(f"{p:.4f}" for p in predictions))
     return EXIT_OK
@@ -259,38 +321,51 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
-    listing = "\n".join(f"  {s.env:<28} {s.help} (default: {s.default or 'empty'})"
-                        for s in settings.SETTINGS)
+    listing = "\n".join(
+        f"  {s.env:<28} {s.help} (default: {s.default or 'empty'})" for s in settings.SETTINGS
+    )
     command = commands.add_parser(
-        "serve", formatter_class=_formatter,
+        "serve",
+        formatter_class=_formatter,
         help="serve the model over HTTP with gunicorn",
         description="Run gunicorn with the project's configuration: "
-                    "gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'",
+        "gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'",
         epilog=f"Configuration (environment variables):\n{listing}",
     )
-    command.add_argument("--model-dir", type=Path,
-                         help="artifact directory (sets WINE_QUALITY_MODEL_DIR)")
+    command.add_argument(
+        "--model-dir", type=Path, help="artifact directory (sets WINE_QUALITY_MODEL_DIR)"
+    )
     command.add_argument("--port", type=int, help="TCP port (sets PORT)")
-    command.add_argument("--runtime", choices=settings.RUNTIMES,
-                         help="inference runtime (sets WINE_QUALITY_RUNTIME)")
+    command.add_argument(
+        "--runtime", choices=settings.RUNTIMES, help="inference runtime (sets WINE_QUALITY_RUNTIME)"
+    )
     command.set_defaults(handler=_run_serve)
 
 
 def gunicorn_command() -> list[str]:
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    return [str(gunicorn), "-c", "python:wine_quality.gunicorn_conf",
-            "wine_quality.app:create_app()"]
+    return [
+        str(gunicorn),
+        "-c",
+        "python:wine_quality.gunicorn_conf",
+        "wine_quality.app:create_app()",
+    ]
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    for env, value in (("WINE_QUALITY_MODEL_DIR", args.model_dir), ("PORT", args.port),
-                       ("WINE_QUALITY_RUNTIME", args.runtime)):
+    for env, value in (
+        ("WINE_QUALITY_MODEL_DIR", args.model_dir),
+        ("PORT", args.port),
+        ("WINE_QUALITY_RUNTIME", args.runtime),
+    ):
         if value is not None:
             os.environ[env] = str(value)
     command = gunicorn_command()
     if not Path(command[0]).is_file():
-        print(f"error: {command[0]} not found; install the package with its dependencies",
-              file=sys.stderr)
+        print(
+            f"error: {command[0]} not found; install the package with its dependencies",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     sys.stdout.flush()
     sys.stderr.flush()

@@ -126,7 +126,8 @@ def _download(url: str, target: Path) -> None:
                     size += len(chunk)
                     if size > MAX_DOWNLOAD_BYTES:
                         raise DataError(
-                            f"{url}: larger than {MAX_DOWNLOAD_BYTES} bytes; not a UCI file")
+                            f"{url}: larger than {MAX_DOWNLOAD_BYTES} bytes; not a UCI file"
+                        )
                     out.write(chunk)
     except requests.RequestException as error:
         raise DataError(f"{url}: download failed: {error}") from error

@@ -28,28 +28,56 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("fixed acidity", "fixed_acidity", "g(tartaric acid)/dm³", 0.0, 25.0,
-            "Non-volatile acids, mostly tartaric."),
-    Feature("volatile acidity", "volatile_acidity", "g(acetic acid)/dm³", 0.0, 5.0,
-            "Acetic acid; high values taste of vinegar."),
-    Feature("citric acid", "citric_acid", "g/dm³", 0.0, 5.0,
-            "Adds freshness in small amounts."),
-    Feature("residual sugar", "residual_sugar", "g/dm³", 0.0, 300.0,
-            "Sugar left after fermentation."),
-    Feature("chlorides", "chlorides", "g(sodium chloride)/dm³", 0.0, 2.0,
-            "Salt content."),
-    Feature("free sulfur dioxide", "free_sulfur_dioxide", "mg/dm³", 0.0, 500.0,
-            "Unbound SO₂, protects against microbes and oxidation."),
-    Feature("total sulfur dioxide", "total_sulfur_dioxide", "mg/dm³", 0.0, 1000.0,
-            "Free plus bound SO₂."),
-    Feature("density", "density", "g/cm³", 0.8, 1.2,
-            "Close to water's; depends on alcohol and sugar."),
-    Feature("pH", "ph", "pH", 0.0, 14.0,
-            "Acidity on the pH scale."),
-    Feature("sulphates", "sulphates", "g(potassium sulphate)/dm³", 0.0, 5.0,
-            "Additive contributing to SO₂ levels."),
-    Feature("alcohol", "alcohol", "% vol", 0.0, 25.0,
-            "Alcohol by volume."),
+    Feature(
+        "fixed acidity",
+        "fixed_acidity",
+        "g(tartaric acid)/dm³",
+        0.0,
+        25.0,
+        "Non-volatile acids, mostly tartaric.",
+    ),
+    Feature(
+        "volatile acidity",
+        "volatile_acidity",
+        "g(acetic acid)/dm³",
+        0.0,
+        5.0,
+        "Acetic acid; high values taste of vinegar.",
+    ),
+    Feature("citric acid", "citric_acid", "g/dm³", 0.0, 5.0, "Adds freshness in small amounts."),
+    Feature(
+        "residual sugar", "residual_sugar", "g/dm³", 0.0, 300.0, "Sugar left after fermentation."
+    ),
+    Feature("chlorides", "chlorides", "g(sodium chloride)/dm³", 0.0, 2.0, "Salt content."),
+    Feature(
+        "free sulfur dioxide",
+        "free_sulfur_dioxide",
+        "mg/dm³",
+        0.0,
+        500.0,
+        "Unbound SO₂, protects against microbes and oxidation.",
+    ),
+    Feature(
+        "total sulfur dioxide",
+        "total_sulfur_dioxide",
+        "mg/dm³",
+        0.0,
+        1000.0,
+        "Free plus bound SO₂.",
+    ),
+    Feature(
+        "density", "density", "g/cm³", 0.8, 1.2, "Close to water's; depends on alcohol and sugar."
+    ),
+    Feature("pH", "ph", "pH", 0.0, 14.0, "Acidity on the pH scale."),
+    Feature(
+        "sulphates",
+        "sulphates",
+        "g(potassium sulphate)/dm³",
+        0.0,
+        5.0,
+        "Additive contributing to SO₂ levels.",
+    ),
+    Feature("alcohol", "alcohol", "% vol", 0.0, 25.0, "Alcohol by volume."),
 )
 
 TARGET = "quality"

@@ -54,8 +54,10 @@ METRICS_DIR = Path(raw("PROMETHEUS_MULTIPROC_DIR"))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
 if graceful_timeout <= shutdown_delay:
-    raise ValueError(f"GUNICORN_GRACEFUL_TIMEOUT={graceful_timeout} must be larger than "
-                     f"GUNICORN_SHUTDOWN_DELAY={shutdown_delay}")
+    raise ValueError(
+        f"GUNICORN_GRACEFUL_TIMEOUT={graceful_timeout} must be larger than "
+        f"GUNICORN_SHUTDOWN_DELAY={shutdown_delay}"
+    )
 
 
 def on_starting(server: Any) -> None:
@@ -97,8 +99,9 @@ def post_worker_init(worker: Any) -> None:
             return
         stopping.set()
         holder.begin_shutdown()
-        worker.log.info("worker %s: SIGTERM, readiness is 503; serving %s s more",
-                        worker.pid, shutdown_delay)
+        worker.log.info(
+            "worker %s: SIGTERM, readiness is 503; serving %s s more", worker.pid, shutdown_delay
+        )
         timer = threading.Timer(shutdown_delay, stop_accepting)
         timer.daemon = True
         timer.start()

@@ -75,9 +75,11 @@ class _Problems:
 
 
 def too_many_rows(rows: int, max_rows: int) -> InputError:
-    return InputError(413, "too_many_rows",
-                      f"batch has {rows} rows; the limit is {max_rows} "
-                      "(WINE_QUALITY_MAX_BATCH_ROWS)")
+    return InputError(
+        413,
+        "too_many_rows",
+        f"batch has {rows} rows; the limit is {max_rows} (WINE_QUALITY_MAX_BATCH_ROWS)",
+    )
 
 
 def _describe_type(value: Any) -> str:
@@ -98,16 +100,22 @@ def _check_value(problems: _Problems, row: int, feature: Feature, value: float) 
     if not math.isfinite(value):
         problems.add(row, feature.name, "must be a finite number (not NaN or infinity)")
     elif not feature.in_bounds(value):
-        problems.add(row, feature.name,
-                     f"{value:g} is outside the physical bounds "
-                     f"[{feature.minimum:g}, {feature.maximum:g}] {feature.unit}")
+        problems.add(
+            row,
+            feature.name,
+            f"{value:g} is outside the physical bounds "
+            f"[{feature.minimum:g}, {feature.maximum:g}] {feature.unit}",
+        )
 
 
 def _record_to_row(record: Any, row: int, problems: _Problems) -> list[float]:
     values = [math.nan] * N_FEATURES
     if not isinstance(record, Mapping):
-        problems.add(row, None, f"must be an object of the {N_FEATURES} named features, "
-                                f"got {_describe_type(record)}")
+        problems.add(
+            row,
+            None,
+            f"must be an object of the {N_FEATURES} named features, got {_describe_type(record)}",
+        )
         return values
     seen: dict[int, str] = {}
     for key, value in record.items():
@@ -139,9 +147,12 @@ def _record_to_row(record: Any, row: int, problems: _Problems) -> list[float]:
 def rows_from_records(records: Sequence[Any], max_rows: int) -> np.ndarray:
     """Rows from a list of feature objects; raises InputError listing every problem."""
     if len(records) == 0:
-        raise InputError(422, "invalid_input", "the batch is empty",
-                         [{"row": None, "field": "instances",
-                           "problem": "must hold at least one row"}])
+        raise InputError(
+            422,
+            "invalid_input",
+            "the batch is empty",
+            [{"row": None, "field": "instances", "problem": "must hold at least one row"}],
+        )
     if len(records) > max_rows:
         raise too_many_rows(len(records), max_rows)
     rows = _uniform_rows(records)
@@ -149,8 +160,9 @@ def rows_from_records(records: Sequence[Any], max_rows: int) -> np.ndarray:
         validate_rows(rows)
         return rows
     problems = _Problems()
-    rows = np.array([_record_to_row(record, i, problems) for i, record in enumerate(records)],
-                    dtype=np.float64)
+    rows = np.array(
+        [_record_to_row(record, i, problems) for i, record in enumerate(records)], dtype=np.float64
+    )
     problems.raise_if_any()
     return rows
 
@@ -189,21 +201,41 @@ def rows_from_json(payload: Any, max_rows: int) -> tuple[np.ndarray, bool]:
     Accepted: {"fixed acidity": 7.4, ...} (one row) or {"instances": [{...}, ...]}.
     """
     if not isinstance(payload, Mapping):
-        raise InputError(422, "invalid_input",
-                         f"the body must be a JSON object, got {_describe_type(payload)}",
-                         [{"row": None, "field": None,
-                           "problem": 'send the 11 features as an object, '
-                                      'or {"instances": [...]}'}])
+        raise InputError(
+            422,
+            "invalid_input",
+            f"the body must be a JSON object, got {_describe_type(payload)}",
+            [
+                {
+                    "row": None,
+                    "field": None,
+                    "problem": 'send the 11 features as an object, or {"instances": [...]}',
+                }
+            ],
+        )
     if "instances" in payload:
         extra = [str(k)[:64] for k in payload if k != "instances"]
         if extra:
-            raise InputError(422, "invalid_input", "unexpected fields next to 'instances'",
-                             [{"row": None, "field": k, "problem": "unknown field"} for k in extra])
+            raise InputError(
+                422,
+                "invalid_input",
+                "unexpected fields next to 'instances'",
+                [{"row": None, "field": k, "problem": "unknown field"} for k in extra],
+            )
         instances = payload["instances"]
         if not isinstance(instances, list):
-            raise InputError(422, "invalid_input", "'instances' must be an array of objects",
-                             [{"row": None, "field": "instances",
-                               "problem": f"must be an array, got {_describe_type(instances)}"}])
+            raise InputError(
+                422,
+                "invalid_input",
+                "'instances' must be an array of objects",
+                [
+                    {
+                        "row": None,
+                        "field": "instances",
+                        "problem": f"must be an array, got {_describe_type(instances)}",
+                    }
+                ],
+            )
         return rows_from_records(instances, max_rows), False
     return rows_from_records([payload], max_rows), True
 
@@ -214,8 +246,11 @@ def validate_rows(rows: np.ndarray) -> None:
     Vectorised, so a clean 10,000-row batch costs microseconds; only offending cells are visited.
     """
     if rows.ndim != 2 or rows.shape[1] != N_FEATURES:
-        raise InputError(422, "invalid_input",
-                         f"expected rows of {N_FEATURES} features, got shape {list(rows.shape)}")
+        raise InputError(
+            422,
+            "invalid_input",
+            f"expected rows of {N_FEATURES} features, got shape {list(rows.shape)}",
+        )
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(rows) | (rows < _MINIMA) | (rows > _MAXIMA)
     if not bad.any():
@@ -243,8 +278,9 @@ def _header_columns(header: list[str], line: int) -> list[int | None]:
             continue
         feature = resolve(name)
         if feature is None:
-            problems.add(line, name[:64] or f"column {position + 1}",
-                         "unknown column in the header")
+            problems.add(
+                line, name[:64] or f"column {position + 1}", "unknown column in the header"
+            )
             columns.append(None)
             continue
         column = index_of(feature)
@@ -278,24 +314,35 @@ def parse_csv(text: str, max_rows: int) -> np.ndarray:
     stripped = text.lstrip()
     header_line = stripped.split("\n", 1)[0] if stripped else None
     if header_line is None:
-        raise InputError(422, "invalid_input", "the CSV body is empty",
-                         [{"row": None, "field": None,
-                           "problem": "expected a header row and data rows"}])
+        raise InputError(
+            422,
+            "invalid_input",
+            "the CSV body is empty",
+            [{"row": None, "field": None, "problem": "expected a header row and data rows"}],
+        )
     try:
         records = list(csv.reader(io.StringIO(text), delimiter=_sniff_delimiter(header_line)))
     except csv.Error as exc:
         raise InputError(400, "malformed_csv", f"the body is not valid CSV: {exc}") from None
-    numbered = [(n, r) for n, r in enumerate(records, start=1)
-                if r and (len(r) > 1 or r[0].strip())]  # skip blank lines
+    numbered = [
+        (n, r) for n, r in enumerate(records, start=1) if r and (len(r) > 1 or r[0].strip())
+    ]  # skip blank lines
     if not numbered:
-        raise InputError(422, "invalid_input", "the CSV has no header row",
-                         [{"row": 1, "field": None,
-                           "problem": "expected a header row of feature names"}])
+        raise InputError(
+            422,
+            "invalid_input",
+            "the CSV has no header row",
+            [{"row": 1, "field": None, "problem": "expected a header row of feature names"}],
+        )
     (header_line_number, header), body = numbered[0], numbered[1:]
     columns = _header_columns(header, header_line_number)
     if not body:
-        raise InputError(422, "invalid_input", "the CSV has a header but no rows",
-                         [{"row": None, "field": None, "problem": "must hold at least one row"}])
+        raise InputError(
+            422,
+            "invalid_input",
+            "the CSV has a header but no rows",
+            [{"row": None, "field": None, "problem": "must hold at least one row"}],
+        )
     if len(body) > max_rows:
         raise too_many_rows(len(body), max_rows)
     width = len(header)
@@ -309,9 +356,15 @@ def parse_csv(text: str, max_rows: int) -> np.ndarray:
     try:  # fast path: every cell (an ignored quality column too) is a number
         block = np.array([record for _, record in body], dtype=np.float64)[:, order]
     except ValueError:
-        block = np.array([[_csv_cell(problems, line, FEATURES[t], record[p])
-                           for p, t in zip(order, targets, strict=True)]
-                          for line, record in body])
+        block = np.array(
+            [
+                [
+                    _csv_cell(problems, line, FEATURES[t], record[p])
+                    for p, t in zip(order, targets, strict=True)
+                ]
+                for line, record in body
+            ]
+        )
         problems.raise_if_any("invalid CSV")
     rows = np.empty((len(body), N_FEATURES))
     rows[:, targets] = block
@@ -330,10 +383,13 @@ class TrainingRange:
 
     def __init__(self, metadata: Mapping[str, Any]):
         by_name = {f.get("name"): f for f in metadata.get("features", [])}
-        self.low = np.array([by_name.get(f.name, {}).get("train_min", -math.inf) for f in FEATURES],
-                            dtype=np.float64)
-        self.high = np.array([by_name.get(f.name, {}).get("train_max", math.inf) for f in FEATURES],
-                             dtype=np.float64)
+        self.low = np.array(
+            [by_name.get(f.name, {}).get("train_min", -math.inf) for f in FEATURES],
+            dtype=np.float64,
+        )
+        self.high = np.array(
+            [by_name.get(f.name, {}).get("train_max", math.inf) for f in FEATURES], dtype=np.float64
+        )
 
     def outside(self, rows: np.ndarray) -> np.ndarray:
         """Boolean [n, 11] mask of cells outside the training range."""
@@ -349,5 +405,6 @@ class TrainingRange:
             side = "below" if value < self.low[column] else "above"
             result[row].append(
                 f"{feature.name} {value:g} is {side} the training range "
-                f"[{self.low[column]:g}, {self.high[column]:g}]; the prediction is less reliable")
+                f"[{self.low[column]:g}, {self.high[column]:g}]; the prediction is less reliable"
+            )
         return result

@@ -22,6 +22,7 @@ from wine_quality.inputs import TrainingRange
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Readiness:
     ready: bool
@@ -48,8 +49,14 @@ class ModelHolder:
             reason = f"model not loaded: {exc}"
             log.error("%s", reason)
             return cls(error=reason)
-        log.info("model %s loaded from %s (%s, runtime %s) in %.3f s", model.version, model_dir,
-                 model.algorithm, model.runtime, model.load_seconds)
+        log.info(
+            "model %s loaded from %s (%s, runtime %s) in %.3f s",
+            model.version,
+            model_dir,
+            model.algorithm,
+            model.runtime,
+            model.load_seconds,
+        )
         if model.fallback_reason:
             log.warning("serving with the %s runtime: %s", model.runtime, model.fallback_reason)
         return cls(model=model)

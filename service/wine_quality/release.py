@@ -178,12 +178,16 @@ def compare(
         reason = f"challenger {metric} {new:.4f} is not worse than champion {old:.4f}"
     elif allow_worse:
         verdict, release = "Release (override)", True
-        reason = (f"challenger {metric} {new:.4f} is worse than champion {old:.4f}, "
-                  "released because the override was given")
+        reason = (
+            f"challenger {metric} {new:.4f} is worse than champion {old:.4f}, "
+            "released because the override was given"
+        )
     else:
         verdict, release = "Not released", False
-        reason = (f"challenger {metric} {new:.4f} is worse than champion {old:.4f}; "
-                  "a maintainer can override (docs/pipeline.md)")
+        reason = (
+            f"challenger {metric} {new:.4f} is worse than champion {old:.4f}; "
+            "a maintainer can override (docs/pipeline.md)"
+        )
     lines = [
         *header,
         f"**{verdict}.** {reason}.",
@@ -201,23 +205,31 @@ def compare(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("challenger", help="metadata.json of the newly trained model (path or URL)")
     parser.add_argument(
-        "--champion", default="",
+        "--champion",
+        default="",
         help="metadata.json of the last released model (path or URL); empty = no release yet",
     )
     parser.add_argument(
-        "--metric", default=DEFAULT_METRIC, choices=sorted(HIGHER_IS_BETTER),
+        "--metric",
+        default=DEFAULT_METRIC,
+        choices=sorted(HIGHER_IS_BETTER),
         help=f"held-out metric that decides (default: {DEFAULT_METRIC})",
     )
     parser.add_argument(
-        "--tolerance", type=float, default=0.0,
+        "--tolerance",
+        type=float,
+        default=0.0,
         help="how much worse the challenger may be on --metric and still count as not worse",
     )
     parser.add_argument(
-        "--allow-worse", action="store_true",
+        "--allow-worse",
+        action="store_true",
         help="release even when the challenger is worse (an explicit maintainer override)",
     )
     parser.add_argument(
-        "--summary", type=Path, default=None,
+        "--summary",
+        type=Path,
+        default=None,
         help="also append the Markdown to this file (for example $GITHUB_STEP_SUMMARY)",
     )
 
@@ -255,7 +267,8 @@ def register(subparsers: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="wine-quality compare", description=__doc__,
+        prog="wine-quality compare",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)

@@ -125,33 +125,46 @@ def _rewrite_tree_node(model: Any, node: Any, trees: list[Any]) -> None:
     attributes = {attribute.name: attribute for attribute in node.attribute}
     modes = [mode.decode() for mode in attributes["nodes_modes"].strings]
     thresholds = [
-        0.0 if mode == "LEAF" else float(sklearn_threshold(
-            trees[tree_id].threshold[node_id], np.float32, mode))
+        0.0
+        if mode == "LEAF"
+        else float(sklearn_threshold(trees[tree_id].threshold[node_id], np.float32, mode))
         for tree_id, node_id, mode in zip(
-            attributes["nodes_treeids"].ints, attributes["nodes_nodeids"].ints, modes, strict=True)
+            attributes["nodes_treeids"].ints, attributes["nodes_nodeids"].ints, modes, strict=True
+        )
     ]
     weights = [
         trees[tree_id].value[node_id, 0, 0] / len(trees)
         for tree_id, node_id in zip(
-            attributes["target_treeids"].ints, attributes["target_nodeids"].ints, strict=True)
+            attributes["target_treeids"].ints, attributes["target_nodeids"].ints, strict=True
+        )
     ]
     for name in ("nodes_values", "target_weights"):
         node.attribute.remove(attributes[name])
-    node.attribute.extend([
-        helper.make_attribute("nodes_values_as_tensor",
-                              numpy_helper.from_array(np.array(thresholds, dtype=np.float64))),
-        helper.make_attribute("target_weights_as_tensor",
-                              numpy_helper.from_array(np.array(weights, dtype=np.float64))),
-    ])
+    node.attribute.extend(
+        [
+            helper.make_attribute(
+                "nodes_values_as_tensor",
+                numpy_helper.from_array(np.array(thresholds, dtype=np.float64)),
+            ),
+            helper.make_attribute(
+                "target_weights_as_tensor",
+                numpy_helper.from_array(np.array(weights, dtype=np.float64)),
+            ),
+        ]
+    )
 
     # Round the input through float32 as scikit-learn's trees do; onnxruntime's tree-ensemble
     # output is float32, cast back to the graph's double output.
     source, result = node.input[0], node.output[0]
     node.input[0], node.output[0] = f"{source}_f32_f64", f"{result}_f32"
     position = list(model.graph.node).index(node)
-    model.graph.node.insert(position, helper.make_node(
-        "Cast", [f"{source}_f32"], [f"{source}_f32_f64"], to=TensorProto.DOUBLE))
-    model.graph.node.insert(position, helper.make_node(
-        "Cast", [source], [f"{source}_f32"], to=TensorProto.FLOAT))
-    model.graph.node.insert(position + 3, helper.make_node(
-        "Cast", [f"{result}_f32"], [result], to=TensorProto.DOUBLE))
+    model.graph.node.insert(
+        position,
+        helper.make_node("Cast", [f"{source}_f32"], [f"{source}_f32_f64"], to=TensorProto.DOUBLE),
+    )
+    model.graph.node.insert(
+        position, helper.make_node("Cast", [source], [f"{source}_f32"], to=TensorProto.FLOAT)
+    )
+    model.graph.node.insert(
+        position + 3, helper.make_node("Cast", [f"{result}_f32"], [result], to=TensorProto.DOUBLE)
+    )

@@ -71,19 +71,51 @@ def _svr(seed: int, jobs: int) -> Pipeline:
 
 
 def _random_forest(seed: int, jobs: int) -> Pipeline:
-    return Pipeline([("regressor", RandomForestRegressor(
-        n_estimators=200, max_features=0.5, min_samples_leaf=2, random_state=seed, n_jobs=jobs))])
+    return Pipeline(
+        [
+            (
+                "regressor",
+                RandomForestRegressor(
+                    n_estimators=200,
+                    max_features=0.5,
+                    min_samples_leaf=2,
+                    random_state=seed,
+                    n_jobs=jobs,
+                ),
+            )
+        ]
+    )
 
 
 def _extra_trees(seed: int, jobs: int) -> Pipeline:
-    return Pipeline([("regressor", ExtraTreesRegressor(
-        n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=jobs))])
+    return Pipeline(
+        [
+            (
+                "regressor",
+                ExtraTreesRegressor(
+                    n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=jobs
+                ),
+            )
+        ]
+    )
 
 
 def _hist_gradient_boosting(seed: int, jobs: int) -> Pipeline:
-    return Pipeline([("regressor", HistGradientBoostingRegressor(
-        learning_rate=0.1, max_iter=100, max_leaf_nodes=15, l2_regularization=1.0,
-        early_stopping=False, random_state=seed))])
+    return Pipeline(
+        [
+            (
+                "regressor",
+                HistGradientBoostingRegressor(
+                    learning_rate=0.1,
+                    max_iter=100,
+                    max_leaf_nodes=15,
+                    l2_regularization=1.0,
+                    early_stopping=False,
+                    random_state=seed,
+                ),
+            )
+        ]
+    )
 
 
 CANDIDATES: dict[str, Callable[[int, int], Pipeline]] = {
@@ -166,8 +198,9 @@ def split(X: np.ndarray, y: np.ndarray, seed: int) -> Split:
     return Split(*parts)
 
 
-def evaluate(name: str, split_: Split, config: TrainConfig, progress: Progress, protocol: str
-             ) -> tuple[dict[str, Any], Pipeline]:
+def evaluate(
+    name: str, split_: Split, config: TrainConfig, progress: Progress, protocol: str
+) -> tuple[dict[str, Any], Pipeline]:
     """CV metrics on the training part, then the model refitted on it and scored on the test."""
     folds = KFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     fold_scores = []
@@ -214,17 +247,19 @@ def feature_stats(X: np.ndarray) -> list[dict[str, Any]]:
     stats = []
     for index, feature in enumerate(FEATURES):
         column = X[:, index]
-        stats.append({
-            "name": feature.name,
-            "key": feature.key,
-            "unit": feature.unit,
-            "minimum": feature.minimum,
-            "maximum": feature.maximum,
-            "train_min": float(column.min()),
-            "train_max": float(column.max()),
-            "quantiles": {q: float(np.quantile(column, float(q))) for q in QUANTILES},
-            "mean": float(column.mean()),
-        })
+        stats.append(
+            {
+                "name": feature.name,
+                "key": feature.key,
+                "unit": feature.unit,
+                "minimum": feature.minimum,
+                "maximum": feature.maximum,
+                "train_min": float(column.min()),
+                "train_max": float(column.max()),
+                "quantiles": {q: float(np.quantile(column, float(q))) for q in QUANTILES},
+                "mean": float(column.mean()),
+            }
+        )
     return stats
 
 
@@ -250,8 +285,12 @@ def git_commit() -> str | None:
     """The commit of the source tree this package runs from, when it is a git checkout."""
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=10, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -259,8 +298,9 @@ def git_commit() -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def onnx_runtime(estimator: Pipeline, X_all: np.ndarray, progress: Progress
-                 ) -> tuple[bytes | None, dict[str, Any]]:
+def onnx_runtime(
+    estimator: Pipeline, X_all: np.ndarray, progress: Progress
+) -> tuple[bytes | None, dict[str, Any]]:
     """Export to ONNX and check it against scikit-learn on every row of the training file."""
     from wine_quality import runtime
 
@@ -276,22 +316,31 @@ def onnx_runtime(estimator: Pipeline, X_all: np.ndarray, progress: Progress
     reference = runtime.SklearnPredictor(estimator).predict(X_all)
     max_abs_error = float(np.max(np.abs(fast - reference)))
     if not max_abs_error <= runtime.ONNX_TOLERANCE:
-        reason = (f"ONNX predictions differ from scikit-learn by up to {max_abs_error:.3g} "
-                  f"(tolerance {runtime.ONNX_TOLERANCE:g}) on the training file")
+        reason = (
+            f"ONNX predictions differ from scikit-learn by up to {max_abs_error:.3g} "
+            f"(tolerance {runtime.ONNX_TOLERANCE:g}) on the training file"
+        )
         return None, {"onnx": None, "reason": reason}
-    return onnx_bytes, {"onnx": {
-        "file": artifact.ONNX_FILE,
-        "tolerance": runtime.ONNX_TOLERANCE,
-        "max_abs_error": max_abs_error,
-        "checked_rows": len(X_all),
-    }}
+    return onnx_bytes, {
+        "onnx": {
+            "file": artifact.ONNX_FILE,
+            "tolerance": runtime.ONNX_TOLERANCE,
+            "max_abs_error": max_abs_error,
+            "checked_rows": len(X_all),
+        }
+    }
 
 
 def importance(model: Pipeline, data: Split, seed: int) -> list[dict[str, Any]]:
     """Permutation importance (RMSE increase) on the held-out part."""
     result = permutation_importance(
-        model, data.X_test, data.y_test, scoring="neg_root_mean_squared_error",
-        n_repeats=5, random_state=seed, n_jobs=1,
+        model,
+        data.X_test,
+        data.y_test,
+        scoring="neg_root_mean_squared_error",
+        n_repeats=5,
+        random_state=seed,
+        n_jobs=1,
     )
     return [
         {"name": f.name, "key": f.key, "mean": float(m), "std": float(s)}
@@ -352,15 +401,19 @@ def _train(config: TrainConfig, progress: Progress) -> dict[str, Any]:
     progress("writing the artifact, model card and plots")
     plots = {"y_true": data.y_test, "y_pred": model.predict(data.X_test)}
     written = artifact.save_artifact(
-        config.output, model, metadata, onnx_bytes=onnx_bytes,
+        config.output,
+        model,
+        metadata,
+        onnx_bytes=onnx_bytes,
         write_docs=lambda directory, meta: _write_card(directory, meta, plots),
     )
     progress(f"done: {config.output} ({written['version']})")
     return written
 
 
-def evaluate_all(splits: dict[str, Split], config: TrainConfig, progress: Progress
-                 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Pipeline]]:
+def evaluate_all(
+    splits: dict[str, Split], config: TrainConfig, progress: Progress
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Pipeline]]:
     """Every candidate (and the baseline) under every protocol.
 
     Returns the results, the seconds each took, and the models fitted on the leakage-free
@@ -380,9 +433,15 @@ def evaluate_all(splits: dict[str, Split], config: TrainConfig, progress: Progre
     return evaluations, seconds, fitted
 
 
-def describe(config: TrainConfig, dataset: Dataset, splits: dict[str, Split],
-             evaluations: dict[str, Any], promoted: str, model: Pipeline,
-             verdict: dict[str, Any]) -> dict[str, Any]:
+def describe(
+    config: TrainConfig,
+    dataset: Dataset,
+    splits: dict[str, Split],
+    evaluations: dict[str, Any],
+    promoted: str,
+    model: Pipeline,
+    verdict: dict[str, Any],
+) -> dict[str, Any]:
     """The metadata of the promoted model (save_artifact adds checksums, version, versions)."""
     data, leakage_free = splits["leakage_free"], evaluations["leakage_free"]
     inputs = reference_inputs(data.X_train, data.X_test)
@@ -431,8 +490,9 @@ def describe(config: TrainConfig, dataset: Dataset, splits: dict[str, Split],
     }
 
 
-def _protocol_blocks(evaluations: dict[str, Any], splits: dict[str, Split], config: TrainConfig
-                     ) -> dict[str, Any]:
+def _protocol_blocks(
+    evaluations: dict[str, Any], splits: dict[str, Split], config: TrainConfig
+) -> dict[str, Any]:
     return {
         protocol: {
             "description": PROTOCOLS[protocol],
@@ -476,8 +536,10 @@ def _jsonable(value: Any) -> Any:
 def candidates_table(protocols: dict[str, Any]) -> str:
     """Every candidate under both protocols, as plain text."""
     lines = []
-    header = (f"{'candidate':<24}{'CV RMSE':>9}{'test RMSE':>10}{'test MAE':>9}{'R2':>7}"
-              f"{'±0.5':>8}{'±1.0':>8}")
+    header = (
+        f"{'candidate':<24}{'CV RMSE':>9}{'test RMSE':>10}{'test MAE':>9}{'R2':>7}"
+        f"{'±0.5':>8}{'±1.0':>8}"
+    )
     for protocol, block in protocols.items():
         lines.append(f"{protocol} ({block['description']})")
         lines.append(header)

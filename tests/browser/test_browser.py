@@ -25,8 +25,14 @@ from wine_quality.features import FEATURES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 30_000
@@ -35,8 +41,12 @@ TIMEOUT_MS = 30_000
 @pytest.fixture(scope="module")
 def base_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The service under gunicorn (its own config, two workers), with no secret key configured."""
-    server = GunicornServer.start(model_dir, tmp_path_factory.mktemp("gunicorn"),
-                                  WINE_QUALITY_SECRET_KEY=None, GUNICORN_SHUTDOWN_DELAY="0")
+    server = GunicornServer.start(
+        model_dir,
+        tmp_path_factory.mktemp("gunicorn"),
+        WINE_QUALITY_SECRET_KEY=None,
+        GUNICORN_SHUTDOWN_DELAY="0",
+    )
     try:
         yield server.url
     finally:
@@ -51,8 +61,12 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium,
-            headless=True, args=CHROMIUM_FLAGS, accept_downloads=True, viewport=DESKTOP,
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=chromium,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            accept_downloads=True,
+            viewport=DESKTOP,
         )
         context.set_default_timeout(TIMEOUT_MS)
         try:
@@ -81,8 +95,9 @@ def page(browser):
 @pytest.fixture
 def console(page) -> Console:
     console = Console()
-    page.on("console",
-            lambda message: message.type == "error" and console.errors.append(message.text))
+    page.on(
+        "console", lambda message: message.type == "error" and console.errors.append(message.text)
+    )
     page.on("pageerror", lambda error: console.errors.append(str(error)))
     return console
 
@@ -118,8 +133,9 @@ def no_horizontal_overflow(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
-def test_fill_the_form_and_read_the_prediction(page, console, base_url, model, red_file, red_rows,
-                                               screenshots) -> None:
+def test_fill_the_form_and_read_the_prediction(
+    page, console, base_url, model, red_file, red_rows, screenshots
+) -> None:
     page.goto(base_url + "/")
     assert page.locator("form.features-form input[type=number]").count() == 11
     first_wine = red_file.read_text().splitlines()[1].split(";")  # as typed: 7.4, 0.7, 0, ...
@@ -160,8 +176,9 @@ def test_the_browser_refuses_values_outside_the_bounds(page, base_url) -> None:
     assert page.locator("#prediction").count() == 0
 
 
-def test_upload_the_red_wine_file(page, console, base_url, model, red_file, red_rows,
-                                  screenshots) -> None:
+def test_upload_the_red_wine_file(
+    page, console, base_url, model, red_file, red_rows, screenshots
+) -> None:
     page.goto(base_url + "/")
     page.set_input_files("#csv-file", str(red_file))
     page.click("text=Upload and predict")
@@ -169,8 +186,9 @@ def test_upload_the_red_wine_file(page, console, base_url, model, red_file, red_
     expected = model.predict(red_rows)
     first_row = page.locator("#results-table tbody tr").first.locator("td")
     assert first_row.nth(11).text_content() == f"{expected[0]:.2f}"
-    counts = [int(text.split()[0])
-              for text in page.locator(".histogram td.count").all_text_contents()]
+    counts = [
+        int(text.split()[0]) for text in page.locator(".histogram td.count").all_text_contents()
+    ]
     assert sum(counts) == 1599
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=screenshots / "web-batch.png")
@@ -188,8 +206,9 @@ def test_upload_the_red_wine_file(page, console, base_url, model, red_file, red_
     assert console.errors == []
 
 
-def test_upload_a_broken_file_and_read_the_error(page, console, base_url, red_file,
-                                                 screenshots) -> None:
+def test_upload_a_broken_file_and_read_the_error(
+    page, console, base_url, red_file, screenshots
+) -> None:
     lines = red_file.read_text().splitlines()[:40]
     for line, column, text in ((17, 10, "strong"), (23, 8, "")):  # file lines; the header is 1
         cells = lines[line - 1].split(";")
@@ -197,14 +216,19 @@ def test_upload_a_broken_file_and_read_the_error(page, console, base_url, red_fi
         lines[line - 1] = ";".join(cells)
     content = ("\n".join(lines) + "\n").encode()
     page.goto(base_url + "/")
-    page.set_input_files("#csv-file",
-                         {"name": "broken.csv", "mimeType": "text/csv", "buffer": content})
+    page.set_input_files(
+        "#csv-file", {"name": "broken.csv", "mimeType": "text/csv", "buffer": content}
+    )
     page.click("text=Upload and predict")
     assert "Invalid CSV: 2 problems" in page.text_content("#batch-error")
-    rows = [[cell.strip() for cell in row.locator("td").all_text_contents()]
-            for row in page.locator("#problems tbody tr").all()]
-    assert rows == [["17", "alcohol", "must be a number, got text that is not a number"],
-                    ["23", "pH", "must be a number, got an empty cell"]]
+    rows = [
+        [cell.strip() for cell in row.locator("td").all_text_contents()]
+        for row in page.locator("#problems tbody tr").all()
+    ]
+    assert rows == [
+        ["17", "alcohol", "must be a number, got text that is not a number"],
+        ["23", "pH", "must be a number, got an empty cell"],
+    ]
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=screenshots / "web-error.png")
     # the page itself comes with status 422, which Chromium logs; nothing else may fail
@@ -218,8 +242,9 @@ def test_an_upload_above_the_limit_gets_the_readable_413_page(page, base_url, re
     content = ("\n".join([lines[0], *rows]) + "\n").encode()
     assert len(content) > 8 * 1024 * 1024
     page.goto(base_url + "/")
-    page.set_input_files("#csv-file",
-                         {"name": "huge.csv", "mimeType": "text/csv", "buffer": content})
+    page.set_input_files(
+        "#csv-file", {"name": "huge.csv", "mimeType": "text/csv", "buffer": content}
+    )
     page.click("text=Upload and predict")
     assert page.text_content("h1") == "The file is too large"
     assert "larger than the limit of 8 MiB" in page.text_content("#page-error")

@@ -32,7 +32,9 @@ def helm_binary(name: str = "helm") -> str:
 def run_helm(*args: str, helm: str = "helm", chart: Path = CHART) -> subprocess.CompletedProcess:
     return subprocess.run(
         [helm_binary(helm), "template", RELEASE, str(chart), "--namespace", "wine", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -84,16 +86,30 @@ def values() -> dict:
 
 def test_defaults_render_the_core_resources_only():
     docs = render()
-    assert kinds(docs) == sorted(["ConfigMap", "Deployment", "PodDisruptionBudget", "Pod",
-                                  "Secret", "Service", "ServiceAccount"])
+    assert kinds(docs) == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Pod",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
+    )
     test_pod = one(docs, "Pod")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
 
 def test_optional_resources_render_when_switched_on():
     docs = render("--values", str(CHART / "ci" / "all-on-values.yaml"))
-    for kind in ("HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "Ingress",
-                 "PodDisruptionBudget"):
+    for kind in (
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "Ingress",
+        "PodDisruptionBudget",
+    ):
         one(docs, kind)
 
 
@@ -103,8 +119,15 @@ def test_hpa_on_removes_replicas(helm):
     assert one(off, "Deployment")["spec"]["replicas"] == 3
     assert "HorizontalPodAutoscaler" not in kinds(off)
 
-    on = render("--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=3",
-                "--set", "autoscaling.maxReplicas=9", helm=helm)
+    on = render(
+        "--set",
+        "autoscaling.enabled=true",
+        "--set",
+        "autoscaling.minReplicas=3",
+        "--set",
+        "autoscaling.maxReplicas=9",
+        helm=helm,
+    )
     assert "replicas" not in one(on, "Deployment")["spec"]
     hpa = one(on, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
@@ -114,34 +137,50 @@ def test_hpa_on_removes_replicas(helm):
 
 
 def test_hpa_scales_on_memory_when_asked():
-    docs = render("--set", "autoscaling.enabled=true",
-                  "--set", "autoscaling.targetMemoryUtilizationPercentage=80")
+    docs = render(
+        "--set",
+        "autoscaling.enabled=true",
+        "--set",
+        "autoscaling.targetMemoryUtilizationPercentage=80",
+    )
     metrics = one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
-    assert {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"]
-            for m in metrics} == {"cpu": 70, "memory": 80}
+    assert {
+        m["resource"]["name"]: m["resource"]["target"]["averageUtilization"] for m in metrics
+    } == {"cpu": 70, "memory": 80}
 
 
 def test_hpa_min_above_max_fails_with_a_clear_error():
-    error = render_error("--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=5",
-                         "--set", "autoscaling.maxReplicas=2")
+    error = render_error(
+        "--set",
+        "autoscaling.enabled=true",
+        "--set",
+        "autoscaling.minReplicas=5",
+        "--set",
+        "autoscaling.maxReplicas=2",
+    )
     assert "autoscaling.minReplicas=5 exceeds autoscaling.maxReplicas=2" in error
 
 
-@pytest.mark.parametrize(("settings", "expected"), [
-    ((), True),  # replicaCount 2
-    (("replicaCount=1",), False),
-    (("podDisruptionBudget.enabled=false",), False),
-    (("autoscaling.enabled=true", "autoscaling.minReplicas=1", "replicaCount=5"), False),
-    (("autoscaling.enabled=true", "autoscaling.minReplicas=2", "replicaCount=1"), True),
-])
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ((), True),  # replicaCount 2
+        (("replicaCount=1",), False),
+        (("podDisruptionBudget.enabled=false",), False),
+        (("autoscaling.enabled=true", "autoscaling.minReplicas=1", "replicaCount=5"), False),
+        (("autoscaling.enabled=true", "autoscaling.minReplicas=2", "replicaCount=1"), True),
+    ],
+)
 def test_pdb_only_when_at_least_two_pods_always_run(settings, expected):
     args = [arg for setting in settings for arg in ("--set", setting)]
     docs = render(*args)
     assert ("PodDisruptionBudget" in kinds(docs)) is expected
     if expected:
         pdb = one(docs, "PodDisruptionBudget")
-        assert pdb["spec"]["selector"]["matchLabels"] == \
-            one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+        assert (
+            pdb["spec"]["selector"]["matchLabels"]
+            == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+        )
 
 
 def test_pdb_max_unavailable_replaces_min_available():
@@ -160,18 +199,37 @@ def test_image_tag_defaults_to_app_version():
 
 def test_image_repository_tag_digest_and_pull_policy_from_values():
     digest = "sha256:" + "ab" * 32
-    docs = render("--set", "image.repository=registry.example.com/ml/wine",
-                  "--set", "image.tag=9.9.9", "--set", f"image.digest={digest}",
-                  "--set", "image.pullPolicy=Always")
+    docs = render(
+        "--set",
+        "image.repository=registry.example.com/ml/wine",
+        "--set",
+        "image.tag=9.9.9",
+        "--set",
+        f"image.digest={digest}",
+        "--set",
+        "image.pullPolicy=Always",
+    )
     assert container(docs)["image"] == f"registry.example.com/ml/wine:9.9.9@{digest}"
     assert container(docs)["imagePullPolicy"] == "Always"
 
 
 def test_settings_reach_the_container_environment():
-    docs = render("--set", "gunicorn.workers=5", "--set", "gunicorn.threads=3",
-                  "--set", "gunicorn.timeout=45", "--set", "config.runtime=sklearn",
-                  "--set", "config.logLevel=debug", "--set", "config.maxBatchRows=77",
-                  "--set", "containerPort=9090")
+    docs = render(
+        "--set",
+        "gunicorn.workers=5",
+        "--set",
+        "gunicorn.threads=3",
+        "--set",
+        "gunicorn.timeout=45",
+        "--set",
+        "config.runtime=sklearn",
+        "--set",
+        "config.logLevel=debug",
+        "--set",
+        "config.maxBatchRows=77",
+        "--set",
+        "containerPort=9090",
+    )
     env = config(docs)
     assert env["GUNICORN_WORKERS"] == "5"
     assert env["GUNICORN_THREADS"] == "3"
@@ -210,7 +268,8 @@ def test_secret_key_keeps_the_installed_key_on_upgrade(tmp_path):
         'installed: {{ include "wine-quality.secretKeyData" (dict "existing" (dict "secret-key"'
         ' "b2xkLWtleQ==") "key" "secret-key") }}\n'
         'other: {{ include "wine-quality.secretKeyData" (dict "existing" (dict "k" "eA==")'
-        ' "key" "secret-key") }}\n')
+        ' "key" "secret-key") }}\n'
+    )
     result = run_helm("--show-only", "templates/probe.yaml", chart=chart)
     assert result.returncode == 0, result.stderr
     probe = yaml.safe_load(result.stdout)
@@ -219,8 +278,16 @@ def test_secret_key_keeps_the_installed_key_on_upgrade(tmp_path):
 
 
 def test_secret_key_and_extra_env_are_passed_as_env_entries():
-    docs = render("--set", "secretKey.existingSecret=csrf", "--set", "secretKey.key=k",
-                  "--set", "extraEnv[0].name=TZ", "--set", "extraEnv[0].value=UTC")
+    docs = render(
+        "--set",
+        "secretKey.existingSecret=csrf",
+        "--set",
+        "secretKey.key=k",
+        "--set",
+        "extraEnv[0].name=TZ",
+        "--set",
+        "extraEnv[0].value=UTC",
+    )
     env = {e["name"]: e for e in container(docs)["env"]}
     secret_ref = env["WINE_QUALITY_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
     assert secret_ref == {"name": "csrf", "key": "k"}
@@ -230,8 +297,7 @@ def test_secret_key_and_extra_env_are_passed_as_env_entries():
 
 def test_every_env_var_the_chart_sets_is_a_service_setting():
     known = {s.env for s in SETTINGS}
-    docs = render("--values", str(CHART / "ci" / "all-on-values.yaml"),
-                  "--set", "extraEnv=null")
+    docs = render("--values", str(CHART / "ci" / "all-on-values.yaml"), "--set", "extraEnv=null")
     names = set(config(docs)) | {e["name"] for e in container(docs).get("env", [])}
     assert names - known == set(), "the chart sets variables the service does not read"
     # Everything is set explicitly (the CSRF key from a Secret), so the chart documents the
@@ -242,15 +308,24 @@ def test_every_env_var_the_chart_sets_is_a_service_setting():
 def test_config_change_rolls_the_pods():
     def checksum(*args: str) -> str:
         return one(render(*args), "Deployment")["spec"]["template"]["metadata"]["annotations"][
-            "checksum/config"]
+            "checksum/config"
+        ]
+
     assert checksum() == checksum()
     assert checksum() != checksum("--set", "gunicorn.workers=3")
 
 
 def test_probes_and_resources_come_from_values():
-    docs = render("--set", "probes.startup.failureThreshold=90",
-                  "--set", "probes.readiness.periodSeconds=7",
-                  "--set", "resources.limits.memory=1Gi", "--set", "resources.requests.cpu=300m")
+    docs = render(
+        "--set",
+        "probes.startup.failureThreshold=90",
+        "--set",
+        "probes.readiness.periodSeconds=7",
+        "--set",
+        "resources.limits.memory=1Gi",
+        "--set",
+        "resources.requests.cpu=300m",
+    )
     pod = container(docs)
     assert pod["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert pod["startupProbe"]["failureThreshold"] == 90
@@ -280,10 +355,13 @@ def test_scheduling_passthrough():
     assert "nodeAffinity" in pod["affinity"]
     assert pod["priorityClassName"] == "high-priority"
     selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
-    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == \
-        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
-    assert all(c["labelSelector"]["matchLabels"] == selector
-               for c in pod["topologySpreadConstraints"])
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    ]
+    assert all(
+        c["labelSelector"]["matchLabels"] == selector for c in pod["topologySpreadConstraints"]
+    )
 
 
 # --- security and shutdown --------------------------------------------------------------------
@@ -321,8 +399,14 @@ def test_pods_meet_the_restricted_pod_security_standard():
 
 
 def test_grace_period_outlasts_the_shutdown_sequence():
-    docs = render("--set", "gunicorn.gracefulTimeout=40", "--set", "gunicorn.shutdownDelay=3",
-                  "--set", "preStopSleepSeconds=7")
+    docs = render(
+        "--set",
+        "gunicorn.gracefulTimeout=40",
+        "--set",
+        "gunicorn.shutdownDelay=3",
+        "--set",
+        "preStopSleepSeconds=7",
+    )
     pod = workload(docs)
     assert container(docs)["lifecycle"]["preStop"] == {"sleep": {"seconds": 7}}
     assert pod["terminationGracePeriodSeconds"] > 40 + 3 + 7
@@ -359,17 +443,26 @@ def test_service_is_cluster_ip_with_a_named_http_port():
     service = one(docs, "Service")
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
     assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
 def test_service_monitor_is_gated_by_the_flag_and_takes_its_settings():
-    docs = render("--set", "serviceMonitor.enabled=true",
-                  "--set", "serviceMonitor.labels.release=kube-prometheus-stack",
-                  "--set", "serviceMonitor.interval=15s",
-                  "--set", "serviceMonitor.scrapeTimeout=5s",
-                  "--set", "serviceMonitor.relabelings[0].targetLabel=node",
-                  "--set", "serviceMonitor.relabelings[0].sourceLabels[0]=__meta_node")
+    docs = render(
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.labels.release=kube-prometheus-stack",
+        "--set",
+        "serviceMonitor.interval=15s",
+        "--set",
+        "serviceMonitor.scrapeTimeout=5s",
+        "--set",
+        "serviceMonitor.relabelings[0].targetLabel=node",
+        "--set",
+        "serviceMonitor.relabelings[0].sourceLabels[0]=__meta_node",
+    )
     monitor = one(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     endpoint = monitor["spec"]["endpoints"][0]
@@ -389,8 +482,12 @@ def test_network_policy_admits_only_the_http_port():
 
 
 def test_network_policy_with_peers_still_admits_the_helm_test_pod():
-    docs = render("--set", "networkPolicy.enabled=true",
-                  "--set", "networkPolicy.from[0].namespaceSelector.matchLabels.team=ingress")
+    docs = render(
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.from[0].namespaceSelector.matchLabels.team=ingress",
+    )
     peers = one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"]
     assert peers[0] == {"namespaceSelector": {"matchLabels": {"team": "ingress"}}}
     test_peers = peers[1:]
@@ -404,12 +501,21 @@ def test_network_policy_with_peers_still_admits_the_helm_test_pod():
 
 
 def test_ingress_routes_to_the_service():
-    docs = render("--set", "ingress.enabled=true", "--set", "ingress.hosts[0].host=wine.test",
-                  "--set", "ingress.hosts[0].paths[0].path=/",
-                  "--set", "ingress.hosts[0].paths[0].pathType=Prefix")
+    docs = render(
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.hosts[0].host=wine.test",
+        "--set",
+        "ingress.hosts[0].paths[0].path=/",
+        "--set",
+        "ingress.hosts[0].paths[0].pathType=Prefix",
+    )
     backend = one(docs, "Ingress")["spec"]["rules"][0]["http"]["paths"][0]["backend"]
-    assert backend["service"] == {"name": one(docs, "Service")["metadata"]["name"],
-                                  "port": {"name": "http"}}
+    assert backend["service"] == {
+        "name": one(docs, "Service")["metadata"]["name"],
+        "port": {"name": "http"},
+    }
 
 
 def test_helm_test_pod_is_not_selected_by_the_service():
@@ -439,8 +545,9 @@ def test_schema_rejects_a_wrong_type_naming_the_key(helm):
 
 
 @pytest.mark.parametrize("helm", ["helm", "helm3"])
-@pytest.mark.parametrize(("setting", "key"), [("replicaCont=2", "replicaCont"),
-                                              ("image.tagg=1.0", "tagg")])
+@pytest.mark.parametrize(
+    ("setting", "key"), [("replicaCont=2", "replicaCont"), ("image.tagg=1.0", "tagg")]
+)
 def test_schema_rejects_an_unknown_key_naming_it(helm, setting, key):
     error = render_error("--set", setting, helm=helm)
     assert re.search(rf"[Aa]dditional propert(y|ies) '?{key}'? (is )?not allowed", error), error
@@ -493,8 +600,9 @@ def test_artifacthub_images_annotation_names_the_images_the_chart_deploys():
 
 def test_readme_intro_names_every_kind_the_chart_renders():
     intro = (CHART / "README.md").read_text().split("\n## ", 1)[0]
-    rendered = set(kinds(render())) | set(kinds(render(
-        "--values", str(CHART / "ci" / "all-on-values.yaml"))))
+    rendered = set(kinds(render())) | set(
+        kinds(render("--values", str(CHART / "ci" / "all-on-values.yaml")))
+    )
     assert {"Secret", "PrometheusRule"} <= rendered
     missing = {kind for kind in rendered - {"Pod"} if kind not in intro}  # Pod: the helm test
     assert missing == set()
@@ -511,8 +619,12 @@ def test_readme_points_at_notes_txt_and_chart_yaml_asks_no_version_bump():
 
 
 def test_values_table_in_readme_matches_values_yaml():
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "chart-values-table.py"),
-                             "--check", str(CHART)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "chart-values-table.py"), "--check", str(CHART)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -534,8 +646,13 @@ def test_values_table_check_catches_drift_and_undocumented_keys(tmp_path):
 
 def test_chart_check_script_passes():
     require_tool("helm")
-    result = subprocess.run([str(REPO / "scripts" / "chart-check.sh")], capture_output=True,
-                            text=True, timeout=600, cwd=REPO)
+    result = subprocess.run(
+        [str(REPO / "scripts" / "chart-check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     log = result.stderr
     assert "all chart checks passed" in log
@@ -545,13 +662,29 @@ def test_chart_check_script_passes():
 
 def test_portable_schema_drops_only_go_dialect_patterns(tmp_path):
     source = tmp_path / "crd.json"
-    source.write_text(json.dumps({"properties": {
-        "strategy": {"type": "string", "pattern": "^(?i)(abort|warn)?$"},
-        "name": {"type": "string", "pattern": "^[a-z]+$"}}}))
+    source.write_text(
+        json.dumps(
+            {
+                "properties": {
+                    "strategy": {"type": "string", "pattern": "^(?i)(abort|warn)?$"},
+                    "name": {"type": "string", "pattern": "^[a-z]+$"},
+                }
+            }
+        )
+    )
     out = tmp_path / "portable.json"
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "manifests.py"),
-                             "portable-schema", str(source), str(out)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "manifests.py"),
+            "portable-schema",
+            str(source),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout.strip() == "/properties/strategy: ^(?i)(abort|warn)?$"
     schema = json.loads(out.read_text())
     assert "pattern" not in schema["properties"]["strategy"]
@@ -565,11 +698,16 @@ def test_install_helm_provides_the_pinned_versions_and_is_idempotent():
     assert again.stderr == ""  # nothing downloaded or replaced the second time
     tools = REPO / ".tools" / "bin"
     for binary, version in (("helm", "v4.1.4"), ("helm3", "v3.18.0")):
-        out = subprocess.run([tools / binary, "version", "--template", "{{.Version}}"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [tools / binary, "version", "--template", "{{.Version}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out == version
-    kubectl = subprocess.run([tools / "kubectl", "version", "--client"], capture_output=True,
-                             text=True, check=True).stdout
+    kubectl = subprocess.run(
+        [tools / "kubectl", "version", "--client"], capture_output=True, text=True, check=True
+    ).stdout
     assert "v1.35.2" in kubectl
 
 
@@ -583,10 +721,18 @@ def crd_schemas(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     curl = bin_dir / "curl"
     curl.write_text('#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\nprintf %s "$BODY" > "$2"\n')
     curl.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "BODY": body,
-           "CRD_SCHEMA_DIR": str(tmp_path / "absent")}
-    return subprocess.run([str(tmp_path / "scripts" / "crd-schemas.sh")], capture_output=True,
-                          text=True, timeout=60, env=env)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "BODY": body,
+        "CRD_SCHEMA_DIR": str(tmp_path / "absent"),
+    }
+    return subprocess.run(
+        [str(tmp_path / "scripts" / "crd-schemas.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
 
 
 @pytest.mark.parametrize(("body", "problem"), [("", "is empty"), ("<html>", "is not valid JSON")])
@@ -601,4 +747,5 @@ def test_crd_schema_download_keeps_no_partial_or_invalid_file(tmp_path, body, pr
     folder = Path(good.stdout.strip())
     assert sorted(p.name for p in folder.iterdir()) == [
         f"monitoring.coreos.com-{kind}_v1.json"
-        for kind in ("podmonitor", "prometheusrule", "servicemonitor")]
+        for kind in ("podmonitor", "prometheusrule", "servicemonitor")
+    ]

@@ -26,24 +26,62 @@ KUBE_PLAY = REPO / "scripts" / "kube-play.sh"
 def test_kube_play_manifest_keeps_what_podman_runs_and_publishes_http(tmp_path):
     helm = require_tool("helm")
     rendered = tmp_path / "rendered.yaml"
-    rendered.write_text(subprocess.run(
-        [helm, "template", "kp", str(REPO / "chart" / "wine-quality"),
-         "--values", str(REPO / "chart" / "wine-quality" / "ci" / "all-on-values.yaml")],
-        capture_output=True, text=True, check=True).stdout)
+    rendered.write_text(
+        subprocess.run(
+            [
+                helm,
+                "template",
+                "kp",
+                str(REPO / "chart" / "wine-quality"),
+                "--values",
+                str(REPO / "chart" / "wine-quality" / "ci" / "all-on-values.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     out = tmp_path / "play.yaml"
-    subprocess.run([sys.executable, REPO / "scripts" / "manifests.py", "kube-play", rendered, out,
-                    "--host-port", "18080"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            REPO / "scripts" / "manifests.py",
+            "kube-play",
+            rendered,
+            out,
+            "--host-port",
+            "18080",
+        ],
+        check=True,
+    )
     docs = list(yaml.safe_load_all(out.read_text()))
     assert [d["kind"] for d in docs][-1] == "Deployment"
     assert {d["kind"] for d in docs} == {"ConfigMap", "Deployment"}  # all-on: an existingSecret
 
     default = tmp_path / "default.yaml"
-    default.write_text(subprocess.run(
-        [helm, "template", "kp", str(REPO / "chart" / "wine-quality")],
-        capture_output=True, text=True, check=True).stdout)
+    default.write_text(
+        subprocess.run(
+            [helm, "template", "kp", str(REPO / "chart" / "wine-quality")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     secrets = tmp_path / "secrets"
-    subprocess.run([sys.executable, REPO / "scripts" / "manifests.py", "kube-play", default, out,
-                    "--host-port", "18080", "--secrets", secrets], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            REPO / "scripts" / "manifests.py",
+            "kube-play",
+            default,
+            out,
+            "--host-port",
+            "18080",
+            "--secrets",
+            secrets,
+        ],
+        check=True,
+    )
     # The chart's own Secret (the CSRF key) becomes a podman secret file, named as the Secret the
     # container's secretKeyRef reads, holding the Secret's data.
     played = list(yaml.safe_load_all(out.read_text()))
@@ -62,7 +100,12 @@ def test_kube_play_manifest_keeps_what_podman_runs_and_publishes_http(tmp_path):
 
 def test_kube_play_names_a_missing_image():
     require_tool("podman")
-    result = subprocess.run([KUBE_PLAY], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "IMAGE": "wine-quality:no-such-tag"})
+    result = subprocess.run(
+        [KUBE_PLAY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "IMAGE": "wine-quality:no-such-tag"},
+    )
     assert result.returncode == 1
     assert "image localhost/wine-quality:no-such-tag not found" in result.stderr

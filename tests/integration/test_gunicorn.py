@@ -30,11 +30,16 @@ WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 
 
 @pytest.fixture(scope="module")
-def four_workers(model_dir: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServer]:
-    server = GunicornServer.start(model_dir, tmp_path_factory.mktemp("gunicorn"),
-                                  GUNICORN_WORKERS="4", GUNICORN_SHUTDOWN_DELAY="0",
-                                  GUNICORN_GRACEFUL_TIMEOUT="10")
+def four_workers(
+    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    server = GunicornServer.start(
+        model_dir,
+        tmp_path_factory.mktemp("gunicorn"),
+        GUNICORN_WORKERS="4",
+        GUNICORN_SHUTDOWN_DELAY="0",
+        GUNICORN_GRACEFUL_TIMEOUT="10",
+    )
     yield server
     server.stop()
 
@@ -57,15 +62,17 @@ def test_metrics_add_up_across_four_workers(four_workers: GunicornServer):
     sent = 120
     before = scrape(four_workers)
     for _ in range(sent):  # a new connection per request, so the kernel spreads them over workers
-        response = requests.post(f"{four_workers.url}/v1/predict", json=WINE, timeout=10,
-                                 headers={"Connection": "close"})
+        response = requests.post(
+            f"{four_workers.url}/v1/predict", json=WINE, timeout=10, headers={"Connection": "close"}
+        )
         assert response.status_code == 200
     after = scrape(four_workers)
 
     served_by = {line["pid"] for line in four_workers.access_log() if line["path"] == "/v1/predict"}
     assert len(served_by) >= 2, "the requests all went to one worker; nothing was aggregated"
-    count = ('flask_http_request_duration_seconds_count{method="POST",path="/v1/predict",'
-             'status="200"}')
+    count = (
+        'flask_http_request_duration_seconds_count{method="POST",path="/v1/predict",status="200"}'
+    )
     assert after[count] - before.get(count, 0) == sent
     predictions = "wine_quality_predictions_total"
     assert after[predictions] - before.get(predictions, 0) == sent
@@ -76,8 +83,9 @@ def test_metrics_add_up_across_four_workers(four_workers: GunicornServer):
 
 
 def test_access_log_is_json_with_the_request_id(four_workers: GunicornServer):
-    response = requests.get(f"{four_workers.url}/healthz", headers={"X-Request-ID": "trace-42"},
-                            timeout=10)
+    response = requests.get(
+        f"{four_workers.url}/healthz", headers={"X-Request-ID": "trace-42"}, timeout=10
+    )
     assert response.headers["X-Request-ID"] == "trace-42"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -99,8 +107,12 @@ def red_wine_csv(data_source: Path, rows: int) -> tuple[str, np.ndarray]:
 def test_ten_thousand_row_csv_batch(four_workers: GunicornServer, data_source: Path, loaded_model):
     text, values = red_wine_csv(data_source, 10_000)
     started = time.perf_counter()
-    response = requests.post(f"{four_workers.url}/v1/predict", data=text, timeout=60,
-                             headers={"Content-Type": "text/csv", "Accept": "text/csv"})
+    response = requests.post(
+        f"{four_workers.url}/v1/predict",
+        data=text,
+        timeout=60,
+        headers={"Content-Type": "text/csv", "Accept": "text/csv"},
+    )
     elapsed = time.perf_counter() - started
     assert response.status_code == 200, response.text[:500]
     lines = response.text.strip().splitlines()
@@ -108,12 +120,18 @@ def test_ten_thousand_row_csv_batch(four_workers: GunicornServer, data_source: P
     assert len(lines) == 10_001
     qualities = np.array([float(line.split(",")[0]) for line in lines[1:]])
     np.testing.assert_allclose(qualities, loaded_model.predict(values), atol=1e-5)
-    print(f"\n10,000-row CSV batch through gunicorn: {elapsed * 1000:.0f} ms "
-          f"({10_000 / elapsed:,.0f} rows/s)")
+    print(
+        f"\n10,000-row CSV batch through gunicorn: {elapsed * 1000:.0f} ms "
+        f"({10_000 / elapsed:,.0f} rows/s)"
+    )
 
     too_many, _ = red_wine_csv(data_source, 10_001)
-    refused = requests.post(f"{four_workers.url}/v1/predict", data=too_many, timeout=60,
-                            headers={"Content-Type": "text/csv"})
+    refused = requests.post(
+        f"{four_workers.url}/v1/predict",
+        data=too_many,
+        timeout=60,
+        headers={"Content-Type": "text/csv"},
+    )
     assert refused.status_code == 413
     assert refused.json()["error"]["code"] == "too_many_rows"
 
@@ -129,7 +147,7 @@ def slow_upload(url: str, body: bytes, pieces: int, pause: float, result: dict) 
         connection.endheaders()
         size = -(-len(body) // pieces)
         for start in range(0, len(body), size):
-            connection.send(body[start:start + size])
+            connection.send(body[start : start + size])
             result.setdefault("first_piece_sent", time.monotonic())
             time.sleep(pause)
         response = connection.getresponse()
@@ -141,14 +159,21 @@ def slow_upload(url: str, body: bytes, pieces: int, pause: float, result: dict) 
 
 
 def test_sigterm_turns_readiness_off_first_and_finishes_the_batch(
-        model_dir: Path, tmp_path: Path, data_source: Path):
-    server = GunicornServer.start(model_dir, tmp_path, GUNICORN_WORKERS="2",
-                                  GUNICORN_SHUTDOWN_DELAY="1", GUNICORN_GRACEFUL_TIMEOUT="20")
+    model_dir: Path, tmp_path: Path, data_source: Path
+):
+    server = GunicornServer.start(
+        model_dir,
+        tmp_path,
+        GUNICORN_WORKERS="2",
+        GUNICORN_SHUTDOWN_DELAY="1",
+        GUNICORN_GRACEFUL_TIMEOUT="20",
+    )
     try:
         text, _ = red_wine_csv(data_source, 10_000)
         result: dict = {}
-        upload = threading.Thread(target=slow_upload,
-                                  args=(server.url, text.encode(), 10, 0.4, result))
+        upload = threading.Thread(
+            target=slow_upload, args=(server.url, text.encode(), 10, 0.4, result)
+        )
         upload.start()
         deadline = time.monotonic() + 10
         while "first_piece_sent" not in result and time.monotonic() < deadline:

@@ -50,24 +50,32 @@ def engine_env(podman: str, image: str, model_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def inspected(podman: str, image: str) -> dict:
-    out = subprocess.run([podman, "image", "inspect", image], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [podman, "image", "inspect", image], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out)[0]
 
 
-def run_in_image(podman: str, image: str, env: dict[str, str], *command: str,
-                 read_only: bool = True) -> str:
+def run_in_image(
+    podman: str, image: str, env: dict[str, str], *command: str, read_only: bool = True
+) -> str:
     """Runs `command` in a throw-away container of the image as its own user; returns stdout."""
     options = ["--rm", "--no-healthcheck", *(["--read-only"] if read_only else [])]
     result = subprocess.run(
         [podman, "run", *options, "--entrypoint", command[0], image, *command[1:]],
-        env=env, capture_output=True, text=True, timeout=120, check=False)
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, f"{command} failed in the image: {result.stderr[-2000:]}"
     return result.stdout
 
 
-def test_image_labels_name_version_commit_and_model(inspected: dict, model_dir: Path,
-                                                    built_image: BuiltImage):
+def test_image_labels_name_version_commit_and_model(
+    inspected: dict, model_dir: Path, built_image: BuiltImage
+):
     labels = inspected["Labels"]
     metadata = json.loads((model_dir / "metadata.json").read_text())
     commit = built_image.commit
@@ -90,7 +98,10 @@ def test_image_runs_gunicorn_as_uid_10001_on_port_8080(inspected: dict):
     assert set(config["ExposedPorts"]) == {"8080/tcp"}
     assert config["WorkingDir"] == "/app"
     assert config["Entrypoint"] == [
-        "/opt/venv/bin/gunicorn", "-c", "python:wine_quality.gunicorn_conf"]
+        "/opt/venv/bin/gunicorn",
+        "-c",
+        "python:wine_quality.gunicorn_conf",
+    ]
     assert config["Cmd"] == ["wine_quality.app:create_app()"]
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["WINE_QUALITY_MODEL_DIR"] == "/app/model"
@@ -100,30 +111,47 @@ def test_image_runs_gunicorn_as_uid_10001_on_port_8080(inspected: dict):
 
 
 def test_image_ships_exactly_the_trained_artifact(
-        podman: str, image: str, engine_env: dict[str, str], model_dir: Path):
-    listing = run_in_image(podman, image, engine_env, "python3", "-c", (
-        "import hashlib, json, pathlib; root = pathlib.Path('/app/model'); print(json.dumps({"
-        "str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()"
-        " for p in root.rglob('*') if p.is_file()}))"))
-    expected = {str(p.relative_to(model_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in model_dir.rglob("*") if p.is_file()}
+    podman: str, image: str, engine_env: dict[str, str], model_dir: Path
+):
+    listing = run_in_image(
+        podman,
+        image,
+        engine_env,
+        "python3",
+        "-c",
+        (
+            "import hashlib, json, pathlib; root = pathlib.Path('/app/model'); print(json.dumps({"
+            "str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()"
+            " for p in root.rglob('*') if p.is_file()}))"
+        ),
+    )
+    expected = {
+        str(p.relative_to(model_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in model_dir.rglob("*")
+        if p.is_file()
+    }
     assert json.loads(listing) == expected
 
 
 def test_runtime_user_can_write_nothing_in_app_or_venv_and_has_no_build_tools(
-        podman: str, image: str, engine_env: dict[str, str]):
+    podman: str, image: str, engine_env: dict[str, str]
+):
     # No --read-only here: the image's own file modes must keep the code and model immutable.
-    script = ("find /app /opt/venv -writable; for tool in gcc cc make; do command -v $tool; done; "
-              "test -e /opt/venv/bin/pip && echo /opt/venv/bin/pip; true")
+    script = (
+        "find /app /opt/venv -writable; for tool in gcc cc make; do command -v $tool; done; "
+        "test -e /opt/venv/bin/pip && echo /opt/venv/bin/pip; true"
+    )
     found = run_in_image(podman, image, engine_env, "sh", "-c", script, read_only=False)
     assert found.split() == []
 
 
-def test_image_serves_smoke_test_and_stops_gracefully_on_sigterm(image: str,
-                                                                  engine_env: dict[str, str]):
+def test_image_serves_smoke_test_and_stops_gracefully_on_sigterm(
+    image: str, engine_env: dict[str, str]
+):
     require_tool("curl")
-    result = subprocess.run([IMAGE_SH, "test"], env=engine_env, capture_output=True, text=True,
-                            timeout=600, check=False)
+    result = subprocess.run(
+        [IMAGE_SH, "test"], env=engine_env, capture_output=True, text=True, timeout=600, check=False
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"image.sh test failed:\n{output[-4000:]}"
     assert "smoke test passed" in output

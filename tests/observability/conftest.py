@@ -27,7 +27,10 @@ def render(*args: str) -> list[dict]:
     helm = require_tool("helm")
     result = subprocess.run(
         [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
@@ -73,12 +76,14 @@ def dashboard() -> dict:
 # Series of kube-state-metrics, which a cluster with kube-prometheus-stack has and this machine
 # cannot: queries using them are only checked to parse. Every `kube_*` metric of the dashboard must
 # be listed here.
-KUBE_STATE_METRICS = frozenset({
-    "kube_horizontalpodautoscaler_status_current_replicas",
-    "kube_horizontalpodautoscaler_status_desired_replicas",
-    "kube_horizontalpodautoscaler_spec_min_replicas",
-    "kube_horizontalpodautoscaler_spec_max_replicas",
-})
+KUBE_STATE_METRICS = frozenset(
+    {
+        "kube_horizontalpodautoscaler_status_current_replicas",
+        "kube_horizontalpodautoscaler_status_desired_replicas",
+        "kube_horizontalpodautoscaler_spec_min_replicas",
+        "kube_horizontalpodautoscaler_spec_max_replicas",
+    }
+)
 _SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
 _VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 

@@ -106,8 +106,10 @@ class Prometheus:
 
     def by(self, expr: str, *labels: str) -> dict[tuple[str, ...], float]:
         """{(label values...): value} of an instant vector."""
-        return {tuple(s["metric"].get(label, "") for label in labels): float(s["value"][1])
-                for s in self.query(expr)}
+        return {
+            tuple(s["metric"].get(label, "") for label in labels): float(s["value"][1])
+            for s in self.query(expr)
+        }
 
     def value(self, expr: str) -> float:
         result = self.query(expr)
@@ -216,8 +218,9 @@ def send_traffic(client: Client, metadata: dict) -> None:
     for row in typical_rows(metadata, GOOD_SINGLES):
         assert client.post("/v1/predict", "/v1/predict", json=row).status_code == 200
     for size in BATCH_SIZES:
-        response = client.post("/v1/predict", "/v1/predict",
-                               json={"instances": typical_rows(metadata, size)})
+        response = client.post(
+            "/v1/predict", "/v1/predict", json={"instances": typical_rows(metadata, size)}
+        )
         assert response.status_code == 200, response.text
     time.sleep(PHASE_PAUSE)
     out = io.StringIO()
@@ -225,20 +228,29 @@ def send_traffic(client: Client, metadata: dict) -> None:
     writer.writerow(FEATURE_NAMES)
     for row in typical_rows(metadata, CSV_ROWS):
         writer.writerow([row[f.key] for f in FEATURES])
-    response = client.post("/predict", "/predict", data=out.getvalue(),
-                           headers={"Content-Type": "text/csv", "Accept": "application/json"})
+    response = client.post(
+        "/predict",
+        "/predict",
+        data=out.getvalue(),
+        headers={"Content-Type": "text/csv", "Accept": "application/json"},
+    )
     assert response.status_code == 200, response.text
     time.sleep(PHASE_PAUSE)
 
     for row in typical_rows(metadata, HIGH_ALCOHOL_SINGLES):
-        assert client.post("/v1/predict", "/v1/predict",
-                           json={**row, "alcohol": alcohol_high}).status_code == 200
+        assert (
+            client.post(
+                "/v1/predict", "/v1/predict", json={**row, "alcohol": alcohol_high}
+            ).status_code
+            == 200
+        )
     batch = [{**row, "alcohol": alcohol_high} for row in typical_rows(metadata, HIGH_ALCOHOL_BATCH)]
     for row in batch[:LOW_SULPHATES_IN_BATCH]:
         row["sulphates"] = sulphates_low
     assert client.post("/v1/predict", "/v1/predict", json={"instances": batch}).status_code == 200
     client.traffic.out_of_range.update(
-        {"alcohol": HIGH_ALCOHOL_SINGLES + HIGH_ALCOHOL_BATCH, "sulphates": LOW_SULPHATES_IN_BATCH})
+        {"alcohol": HIGH_ALCOHOL_SINGLES + HIGH_ALCOHOL_BATCH, "sulphates": LOW_SULPHATES_IN_BATCH}
+    )
     time.sleep(PHASE_PAUSE)
 
     send_invalid_requests(client, metadata)
@@ -260,24 +272,36 @@ def chart_scrape_job() -> tuple[str, str]:
     return service["metadata"]["name"], endpoint.get("path", "/metrics")
 
 
-def start_prometheus(folder: Path, port: int, job: str, path: str, target: str,
-                     rules: Path) -> subprocess.Popen:
+def start_prometheus(
+    folder: Path, port: int, job: str, path: str, target: str, rules: Path
+) -> subprocess.Popen:
     config = {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
-                   "evaluation_interval": SCRAPE_INTERVAL},
+        "global": {
+            "scrape_interval": SCRAPE_INTERVAL,
+            "scrape_timeout": SCRAPE_INTERVAL,
+            "evaluation_interval": SCRAPE_INTERVAL,
+        },
         "rule_files": [str(rules)],
-        "scrape_configs": [{
-            "job_name": job,
-            "metrics_path": path,
-            "static_configs": [{"targets": [target], "labels": {"namespace": NAMESPACE}}],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "metrics_path": path,
+                "static_configs": [{"targets": [target], "labels": {"namespace": NAMESPACE}}],
+            }
+        ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (folder / "prometheus.log").open("w")
     return subprocess.Popen(
-        [require_tool("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
-         f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=folder,
+        [
+            require_tool("prometheus"),
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=folder,
     )
 
 
@@ -288,8 +312,9 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     job, path = chart_scrape_job()
     rules = write_rule_file(prometheus_rule(), folder / "rules.yaml")
     metadata = json.loads((model_dir / "metadata.json").read_text())
-    service = GunicornServer.start(model_dir, folder, GUNICORN_WORKERS=str(WORKERS),
-                                   GUNICORN_SHUTDOWN_DELAY="0")
+    service = GunicornServer.start(
+        model_dir, folder, GUNICORN_WORKERS=str(WORKERS), GUNICORN_SHUTDOWN_DELAY="0"
+    )
     traffic = Traffic()
     for status, count in service.readiness_probes.items():  # the service counted these too
         traffic.count("GET", "/readyz", str(status), count)
@@ -298,21 +323,28 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     prometheus_process = None
     try:
         ready = client.get("/readyz", "/readyz").json()
-        prometheus_process = start_prometheus(folder, prometheus_port, job, path,
-                                              f"127.0.0.1:{service.port}", rules)
+        prometheus_process = start_prometheus(
+            folder, prometheus_port, job, path, f"127.0.0.1:{service.port}", rules
+        )
         prometheus = Prometheus(f"http://127.0.0.1:{prometheus_port}")
 
         def target_up() -> bool:
             assert prometheus_process.poll() is None, (
-                f"prometheus exited:\n{tail(folder / 'prometheus.log')}")
+                f"prometheus exited:\n{tail(folder / 'prometheus.log')}"
+            )
             return prometheus.by(f'up{{job="{job}"}}', "job") == {(job,): 1.0}
 
         wait_for(target_up, 60, "Prometheus to scrape the service")
         started = time.time()
         send_traffic(client, metadata)
         total = sum(traffic.by_status.values())
-        wait_for(lambda: prometheus.by(f'sum(flask_http_request_total{{job="{job}"}})')
-                 == {(): float(total)}, 60, f"a scrape that counts all {total} requests")
+        wait_for(
+            lambda: (
+                prometheus.by(f'sum(flask_http_request_total{{job="{job}"}})') == {(): float(total)}
+            ),
+            60,
+            f"a scrape that counts all {total} requests",
+        )
         time.sleep(3)  # two more scrapes: every new series then has the samples rate() needs
         yield Stack(prometheus, traffic, metadata, ready, job, NAMESPACE, started, time.time())
     finally:
@@ -336,13 +368,17 @@ def test_latency_histogram_has_every_request_in_its_buckets(stack: Stack):
     sel = selector(stack)
     counts = stack.prometheus.by(
         f"sum by (method, path, status) (flask_http_request_duration_seconds_count{{{sel}}})",
-        "method", "path", "status")
+        "method",
+        "path",
+        "status",
+    )
     assert counts == {key: float(n) for key, n in stack.traffic.by_route.items()}
     expr = f'sum by (le) (flask_http_request_duration_seconds_bucket{{{sel}, path="/v1/predict"}})'
     buckets = stack.prometheus.by(expr, "le")
     ordered = sorted(((float(le), n) for (le,), n in buckets.items()))
-    predict_requests = sum(n for (_, route, _), n in stack.traffic.by_route.items()
-                           if route == "/v1/predict")
+    predict_requests = sum(
+        n for (_, route, _), n in stack.traffic.by_route.items() if route == "/v1/predict"
+    )
     assert ordered[-1] == (math.inf, predict_requests)
     assert [n for _, n in ordered] == sorted(n for _, n in ordered)  # cumulative
     assert any(n > 0 for le, n in ordered if le != math.inf)  # finite buckets are populated
@@ -351,22 +387,25 @@ def test_latency_histogram_has_every_request_in_its_buckets(stack: Stack):
 def test_predicted_rows_equal_what_was_sent(stack: Stack):
     sel = selector(stack)
     prom, sent = stack.prometheus, stack.traffic
-    expected_rows = (GOOD_SINGLES + sum(BATCH_SIZES) + CSV_ROWS + HIGH_ALCOHOL_SINGLES
-                     + HIGH_ALCOHOL_BATCH)
+    expected_rows = (
+        GOOD_SINGLES + sum(BATCH_SIZES) + CSV_ROWS + HIGH_ALCOHOL_SINGLES + HIGH_ALCOHOL_BATCH
+    )
     assert sent.predicted_rows == expected_rows
     assert prom.value(f"sum(wine_quality_predictions_total{{{sel}}})") == expected_rows
     assert prom.value(f"sum(wine_quality_batch_rows_count{{{sel}}})") == sent.prediction_requests
     assert prom.value(f"sum(wine_quality_batch_rows_sum{{{sel}}})") == expected_rows
     assert prom.value(f"sum(wine_quality_predicted_quality_count{{{sel}}})") == expected_rows
     assert prom.value(f"sum(wine_quality_predicted_quality_sum{{{sel}}})") == pytest.approx(
-        sum(sent.qualities), abs=1e-3)
+        sum(sent.qualities), abs=1e-3
+    )
     top = prom.value(f'sum(wine_quality_predicted_quality_bucket{{{sel}, le="+Inf"}})')
     assert top == expected_rows
 
 
 def test_out_of_range_counter_moved_for_exactly_the_features_pushed_out(stack: Stack):
-    counted = stack.prometheus.by(f"wine_quality_out_of_range_total{{{selector(stack)}}}",
-                                  "feature")
+    counted = stack.prometheus.by(
+        f"wine_quality_out_of_range_total{{{selector(stack)}}}", "feature"
+    )
     moved = {feature: n for (feature,), n in counted.items() if n > 0}
     assert moved == {k: float(n) for k, n in stack.traffic.out_of_range.items()}
     assert set(counted) == {(f.key,) for f in FEATURES}  # every feature has its series
@@ -382,12 +421,14 @@ def test_model_info_carries_the_served_model(stack: Stack):
     assert labels["runtime"] == stack.ready["runtime"]
     assert float(info[0]["value"][1]) == 1
     assert stack.prometheus.value(f"wine_quality_training_target_mean{{{sel}}}") == pytest.approx(
-        stack.metadata["target"]["mean"])
+        stack.metadata["target"]["mean"]
+    )
     assert stack.prometheus.value(f"wine_quality_model_load_seconds{{{sel}}}") > 0
 
 
 def test_chart_alerts_evaluate_on_the_live_series(stack: Stack):
     """The rendered rules run without errors; only the drift alert (alcohol) is pending."""
+
     def drift_pending() -> list[dict]:
         alerts = stack.prometheus.api("alerts")["alerts"]
         return [a for a in alerts if a["labels"]["alertname"] == "WineQualityInputDrift"]
@@ -401,8 +442,7 @@ def test_chart_alerts_evaluate_on_the_live_series(stack: Stack):
     assert not active & {"WineQualityDown", "WineQualityTargetDown", "WineQualityHighErrorRatio"}
 
 
-def test_dashboard_queries_parse_and_return_data(stack: Stack, dashboard: dict,
-                                                 tmp_path: Path):
+def test_dashboard_queries_parse_and_return_data(stack: Stack, dashboard: dict, tmp_path: Path):
     variables = {"namespace": stack.namespace, "job": stack.job, "__rate_interval": "5m"}
     empty, kube_state = [], []
     for query in dashboard_queries(dashboard):
@@ -423,11 +463,26 @@ def test_dashboard_queries_parse_and_return_data(stack: Stack, dashboard: dict,
     for folder in outputs:
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, str(PLOT_SCRIPT), "--prometheus", stack.prometheus.url,
-             "--dashboard", str(DASHBOARD), "--var", f"namespace={stack.namespace}",
-             "--var", f"job={stack.job}", "--start", str(stack.started - 5),
-             "--end", str(stack.finished), "--output", str(folder / "monitoring-scrape.png")],
-            check=True, timeout=120,
+            [
+                sys.executable,
+                str(PLOT_SCRIPT),
+                "--prometheus",
+                stack.prometheus.url,
+                "--dashboard",
+                str(DASHBOARD),
+                "--var",
+                f"namespace={stack.namespace}",
+                "--var",
+                f"job={stack.job}",
+                "--start",
+                str(stack.started - 5),
+                "--end",
+                str(stack.finished),
+                "--output",
+                str(folder / "monitoring-scrape.png"),
+            ],
+            check=True,
+            timeout=120,
         )
         assert (folder / "monitoring-scrape.png").stat().st_size > 10_000
 
@@ -436,7 +491,7 @@ def documented_metrics() -> dict[str, set[str]]:
     """{metric: label names} from the README's metrics table."""
     text = DOC.read_text()
     start, end = "<!-- metrics-table:start -->", "<!-- metrics-table:end -->"
-    table = text[text.index(start):text.index(end)]
+    table = text[text.index(start) : text.index(end)]
     rows = re.findall(r"^\| `([a-z_:]+)` \| [a-z]+ \| ([^|]*) \|", table, re.MULTILINE)
     return {name: set(re.findall(r"`([a-z_]+)`", labels)) for name, labels in rows}
 

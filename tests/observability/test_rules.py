@@ -31,20 +31,35 @@ UNIT_TESTS = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([require_tool("promtool"), *args], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [require_tool("promtool"), *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def portable_crd_schema(name: str, folder: Path) -> Path:
     """The CRD's JSON schema without its Go-only regexes, which check-jsonschema rejects."""
-    found = subprocess.run([str(REPO / "scripts" / "crd-schemas.sh")], capture_output=True,
-                           text=True, timeout=300, check=False)
+    found = subprocess.run(
+        [str(REPO / "scripts" / "crd-schemas.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     source = Path(found.stdout.strip())
     if found.returncode != 0 or not (source / name).is_file():
         pytest.fail(f"CRD schema {name} not found (scripts/crd-schemas.sh: {found.stderr.strip()})")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "manifests.py"), "portable-schema",
-                    str(source / name), str(folder / name)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "manifests.py"),
+            "portable-schema",
+            str(source / name),
+            str(folder / name),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return folder / name
 
 
@@ -52,15 +67,25 @@ def check_jsonschema(schema: Path, document: dict, folder: Path) -> subprocess.C
     path = folder / "document.yaml"
     path.write_text(yaml.safe_dump(document))
     return subprocess.run(
-        [str(Path(sys.executable).with_name("check-jsonschema")), "--schemafile", str(schema),
-         str(path)], capture_output=True, text=True, timeout=120, check=False)
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--schemafile",
+            str(schema),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_monitoring_objects_are_off_by_default():
     kinds = {doc["kind"] for doc in render()}
     assert "PrometheusRule" not in kinds
-    assert all(not doc["metadata"]["name"].endswith("-dashboard")
-               for doc in of_kind(render(), "ConfigMap"))
+    assert all(
+        not doc["metadata"]["name"].endswith("-dashboard") for doc in of_kind(render(), "ConfigMap")
+    )
 
 
 def test_rendered_rules_pass_promtool_check(default_rule: dict, default_rule_file: Path):
@@ -104,13 +129,20 @@ def test_unit_tests_fail_when_a_threshold_moves(tmp_path: Path):
 
 def test_thresholds_and_durations_come_from_values():
     rule = prometheus_rule(
-        "--set", "prometheusRule.latency.p99Seconds=1.5",
-        "--set", "prometheusRule.latency.window=10m",
-        "--set", "prometheusRule.latency.for=2m",
-        "--set", "prometheusRule.inputDrift.enabled=false",
-        "--set-json", "prometheusRule.predictionShift.trainingMean=5.7",
-        "--set", "prometheusRule.additionalAlertLabels.team=ml",
-        "--set", "prometheusRule.runbookUrl=https://runbooks.example.com/wine-quality",
+        "--set",
+        "prometheusRule.latency.p99Seconds=1.5",
+        "--set",
+        "prometheusRule.latency.window=10m",
+        "--set",
+        "prometheusRule.latency.for=2m",
+        "--set",
+        "prometheusRule.inputDrift.enabled=false",
+        "--set-json",
+        "prometheusRule.predictionShift.trainingMean=5.7",
+        "--set",
+        "prometheusRule.additionalAlertLabels.team=ml",
+        "--set",
+        "prometheusRule.runbookUrl=https://runbooks.example.com/wine-quality",
     )
     rules = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
     assert set(rules) == ALERTS - {"WineQualityInputDrift"}
@@ -123,20 +155,34 @@ def test_thresholds_and_durations_come_from_values():
     for alert in rules.values():
         assert alert["labels"]["team"] == "ml"
         name = alert["alert"].lower()
-        assert alert["annotations"]["runbook_url"] == f"https://runbooks.example.com/wine-quality#{name}"
+        assert (
+            alert["annotations"]["runbook_url"]
+            == f"https://runbooks.example.com/wine-quality#{name}"
+        )
 
 
 SCHEMA = "monitoring.coreos.com-prometheusrule_v1.json"
 
 
-@pytest.mark.parametrize("args", [
-    [],
-    ["--set", "prometheusRule.labels.release=kube-prometheus-stack",
-     "--set", "prometheusRule.annotations.owner=ml",
-     "--set", "prometheusRule.additionalAlertLabels.team=ml",
-     "--set", "prometheusRule.runbookUrl=https://runbooks.example.com/wine-quality",
-     "--set-json", "prometheusRule.predictionShift.trainingMean=5.636"],
-], ids=["defaults", "all-options"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        [
+            "--set",
+            "prometheusRule.labels.release=kube-prometheus-stack",
+            "--set",
+            "prometheusRule.annotations.owner=ml",
+            "--set",
+            "prometheusRule.additionalAlertLabels.team=ml",
+            "--set",
+            "prometheusRule.runbookUrl=https://runbooks.example.com/wine-quality",
+            "--set-json",
+            "prometheusRule.predictionShift.trainingMean=5.636",
+        ],
+    ],
+    ids=["defaults", "all-options"],
+)
 def test_rendered_rule_validates_against_the_crd_schema(args: list[str], tmp_path: Path):
     schema = portable_crd_schema(SCHEMA, tmp_path)
     result = check_jsonschema(schema, prometheus_rule(*args), tmp_path)

@@ -54,14 +54,26 @@ def model_info() -> Response:
     metadata = {k: v for k, v in model.metadata.items() if k != "reference"}
     recorded = {f.get("name"): f for f in metadata.get("features", [])}
     metadata["features"] = [
-        {"name": f.name, "key": f.key, "unit": f.unit, "minimum": f.minimum, "maximum": f.maximum,
-         "description": f.description,
-         **{k: v for k, v in recorded.get(f.name, {}).items()
-            if k not in ("name", "key", "unit", "minimum", "maximum")}}
+        {
+            "name": f.name,
+            "key": f.key,
+            "unit": f.unit,
+            "minimum": f.minimum,
+            "maximum": f.maximum,
+            "description": f.description,
+            **{
+                k: v
+                for k, v in recorded.get(f.name, {}).items()
+                if k not in ("name", "key", "unit", "minimum", "maximum")
+            },
+        }
         for f in FEATURES
     ]
-    metadata["serving"] = {"runtime": model.runtime, "fallback_reason": model.fallback_reason,
-                           "load_seconds": model.load_seconds}
+    metadata["serving"] = {
+        "runtime": model.runtime,
+        "fallback_reason": model.fallback_reason,
+        "load_seconds": model.load_seconds,
+    }
     return jsonify(metadata)
 
 
@@ -77,8 +89,11 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise APIError(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                       "malformed_json") from None
+        raise APIError(
+            400,
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            "malformed_json",
+        ) from None
     except RecursionError:
         raise APIError(400, "malformed JSON: nested too deeply", "malformed_json") from None
     except ValueError as exc:  # e.g. an integer literal of over 4300 digits

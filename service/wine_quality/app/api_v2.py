@@ -40,8 +40,11 @@ def _check_model(model_name: str, model_version: str | None) -> None:
     current = state()
     current.require_model()
     if model_version is not None and model_version != current.holder.model.version:
-        raise APIError(404, f"unknown version {model_version[:64]!r} of {MODEL_NAME!r}; "
-                            f"serving {current.holder.model.version!r}")
+        raise APIError(
+            404,
+            f"unknown version {model_version[:64]!r} of {MODEL_NAME!r}; "
+            f"serving {current.holder.model.version!r}",
+        )
 
 
 @bp.get("/health/live")
@@ -70,10 +73,18 @@ def model_metadata(model_name: str, model_version: str | None = None) -> Respons
         versions=[model.version],
         platform="onnxruntime_onnx" if model.runtime == "onnx" else "sklearn",
         # FP64 is what the model computes in; FP32 is accepted too (parameters.datatypes).
-        inputs=[{"name": TENSOR_INPUT, "datatype": "FP64", "shape": [-1, len(FEATURES)],
-                 "parameters": {"columns": list(FEATURE_NAMES), "datatypes": list(DATATYPES)}}],
-        outputs=[{"name": "quality", "datatype": "FP64", "shape": [-1]},
-                 {"name": "grade", "datatype": "INT64", "shape": [-1]}],
+        inputs=[
+            {
+                "name": TENSOR_INPUT,
+                "datatype": "FP64",
+                "shape": [-1, len(FEATURES)],
+                "parameters": {"columns": list(FEATURE_NAMES), "datatypes": list(DATATYPES)},
+            }
+        ],
+        outputs=[
+            {"name": "quality", "datatype": "FP64", "shape": [-1]},
+            {"name": "grade", "datatype": "INT64", "shape": [-1]},
+        ],
     )
 
 
@@ -114,8 +125,11 @@ def _numbers(data: Any, count: int, where: str) -> np.ndarray:
 
 def _shape(tensor: Mapping[str, Any], where: str) -> list[int]:
     shape = tensor.get("shape")
-    if (not isinstance(shape, list) or not shape
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
         raise _bad(f"{where}: 'shape' must be a non-empty array of non-negative integers")
     return shape
 
@@ -168,8 +182,9 @@ def _rows_from_named(inputs: list[Mapping[str, Any]], max_rows: int) -> np.ndarr
 
 def _parse_request(max_rows: int) -> tuple[Mapping[str, Any], np.ndarray]:
     if request.mimetype and request.mimetype != "application/json":
-        raise APIError(415, f"Content-Type {request.mimetype!r} is not supported; "
-                            "send application/json")
+        raise APIError(
+            415, f"Content-Type {request.mimetype!r} is not supported; send application/json"
+        )
     try:
         body = json.loads(request.get_data(cache=False).decode("utf-8-sig"))
     except (ValueError, RecursionError) as exc:
@@ -212,10 +227,18 @@ def infer(model_name: str, model_version: str | None = None) -> Response:
     names = _requested_outputs(body)
     prediction = current.predict(rows)
     tensors = {
-        "quality": {"name": "quality", "datatype": "FP64", "shape": [len(rows)],
-                    "data": prediction.quality.tolist()},
-        "grade": {"name": "grade", "datatype": "INT64", "shape": [len(rows)],
-                  "data": prediction.grade.tolist()},
+        "quality": {
+            "name": "quality",
+            "datatype": "FP64",
+            "shape": [len(rows)],
+            "data": prediction.quality.tolist(),
+        },
+        "grade": {
+            "name": "grade",
+            "datatype": "INT64",
+            "shape": [len(rows)],
+            "data": prediction.grade.tolist(),
+        },
     }
     response: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": prediction.model_version}
     if isinstance(body.get("id"), str):

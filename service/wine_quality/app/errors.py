@@ -32,8 +32,13 @@ _CODES = {
 class APIError(Exception):
     """An error answer with a status, a stable code, a message and optional details."""
 
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 details: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code or _CODES.get(status, "error")
@@ -56,8 +61,11 @@ def error_response(error: APIError) -> Response:
             text += ": " + "; ".join(_detail_text(d) for d in error.details)
         response = jsonify(error=text)
     else:
-        body: dict[str, Any] = {"status": error.status, "code": error.code,
-                                "message": error.message}
+        body: dict[str, Any] = {
+            "status": error.status,
+            "code": error.code,
+            "message": error.message,
+        }
         if error.details:
             body["details"] = error.details
         response = jsonify(error=body)
@@ -105,4 +113,5 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(
-            APIError(500, "internal error; the request id identifies it in the logs"))
+            APIError(500, "internal error; the request id identifies it in the logs")
+        )

@@ -84,28 +84,52 @@ def init_metrics(app: Flask, holder: ModelHolder) -> ServiceMetrics:
     exporter_class = GunicornInternalPrometheusMetrics if multiprocess_mode() else PrometheusMetrics
     exporter_class(app, path="/metrics", group_by=path, registry=registry)
     metrics = ServiceMetrics(
-        predictions=Counter("wine_quality_predictions_total", "Rows predicted (all APIs).",
-                            registry=registry),
-        predicted_quality=Histogram("wine_quality_predicted_quality", "Predicted quality per row.",
-                                    buckets=QUALITY_BUCKETS, registry=registry),
-        batch_rows=Histogram("wine_quality_batch_rows", "Rows per prediction request.",
-                             buckets=BATCH_BUCKETS, registry=registry),
-        out_of_range=Counter("wine_quality_out_of_range_total",
-                             "Input values outside the model's training range (drift signal).",
-                             ["feature"], registry=registry),
-        model_load_seconds=Gauge("wine_quality_model_load_seconds",
-                                 "Seconds the worker took to load and verify the model.",
-                                 multiprocess_mode="livemax", registry=registry),
-        model_info=Gauge("wine_quality_model_info", "The served model (value 1).",
-                         ["version", "algorithm", "runtime"], multiprocess_mode="livemax",
-                         registry=registry),
-        training_target_mean=Gauge("wine_quality_training_target_mean",
-                                   "Mean quality of the served model's training data (metadata "
-                                   "target.mean); the reference of the prediction-shift alert.",
-                                   multiprocess_mode="livemax", registry=registry),
-        runtime_fallback=Counter("wine_quality_runtime_fallback_total",
-                                 "Workers that fell back from the fast runtime to scikit-learn.",
-                                 registry=registry),
+        predictions=Counter(
+            "wine_quality_predictions_total", "Rows predicted (all APIs).", registry=registry
+        ),
+        predicted_quality=Histogram(
+            "wine_quality_predicted_quality",
+            "Predicted quality per row.",
+            buckets=QUALITY_BUCKETS,
+            registry=registry,
+        ),
+        batch_rows=Histogram(
+            "wine_quality_batch_rows",
+            "Rows per prediction request.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        ),
+        out_of_range=Counter(
+            "wine_quality_out_of_range_total",
+            "Input values outside the model's training range (drift signal).",
+            ["feature"],
+            registry=registry,
+        ),
+        model_load_seconds=Gauge(
+            "wine_quality_model_load_seconds",
+            "Seconds the worker took to load and verify the model.",
+            multiprocess_mode="livemax",
+            registry=registry,
+        ),
+        model_info=Gauge(
+            "wine_quality_model_info",
+            "The served model (value 1).",
+            ["version", "algorithm", "runtime"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        ),
+        training_target_mean=Gauge(
+            "wine_quality_training_target_mean",
+            "Mean quality of the served model's training data (metadata "
+            "target.mean); the reference of the prediction-shift alert.",
+            multiprocess_mode="livemax",
+            registry=registry,
+        ),
+        runtime_fallback=Counter(
+            "wine_quality_runtime_fallback_total",
+            "Workers that fell back from the fast runtime to scikit-learn.",
+            registry=registry,
+        ),
     )
     # One series per feature from the start: rate() and increase() then see the first
     # out-of-range value too, and the dashboard shows 0 for the features in range.
@@ -114,8 +138,9 @@ def init_metrics(app: Flask, holder: ModelHolder) -> ServiceMetrics:
     model = holder.model
     if model is not None:
         metrics.model_load_seconds.set(model.load_seconds)
-        metrics.model_info.labels(version=model.version, algorithm=model.algorithm,
-                                  runtime=model.runtime).set(1)
+        metrics.model_info.labels(
+            version=model.version, algorithm=model.algorithm, runtime=model.runtime
+        ).set(1)
         target_mean = model.metadata.get("target", {}).get("mean")
         if target_mean is not None:
             metrics.training_target_mean.set(float(target_mean))

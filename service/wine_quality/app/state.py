@@ -28,8 +28,10 @@ class Prediction:
     def records(self) -> list[dict]:
         qualities = np.round(self.quality, 6).tolist()
         grades = self.grade.tolist()
-        return [{"quality": q, "grade": g, "warnings": w}
-                for q, g, w in zip(qualities, grades, self.warnings, strict=True)]
+        return [
+            {"quality": q, "grade": g, "warnings": w}
+            for q, g, w in zip(qualities, grades, self.warnings, strict=True)
+        ]
 
 
 def grades(quality: np.ndarray) -> np.ndarray:

@@ -28,16 +28,18 @@ TOKEN_MAX_AGE_SECONDS = 12 * 60 * 60
 _SALT = "wine-quality.web.csrf"
 _NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 
-CONTENT_SECURITY_POLICY = "; ".join((
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-))
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
 
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -63,7 +65,8 @@ def new_signing_key() -> str:
 EPHEMERAL_KEY_WARNING = (
     "WINE_QUALITY_SECRET_KEY is empty: the web forms are signed with a random key made at start, "
     "so they only validate within this server and not after a restart; set "
-    "WINE_QUALITY_SECRET_KEY to the same secret on every replica (the Helm chart does)")
+    "WINE_QUALITY_SECRET_KEY to the same secret on every replica (the Helm chart does)"
+)
 
 
 def new_nonce() -> str:
@@ -98,11 +101,14 @@ class CsrfTokens:
         except SignatureExpired:
             raise CSRFError("The form has expired. Reload the page and send it again.") from None
         except BadSignature:
-            raise CSRFError("The form's security token is not valid. "
-                            "Reload the page and send it again.") from None
+            raise CSRFError(
+                "The form's security token is not valid. Reload the page and send it again."
+            ) from None
         if not secrets.compare_digest(str(signed_nonce), cookie_nonce):
-            raise CSRFError("The form's security token belongs to another browser session. "
-                            "Reload the page and send it again.")
+            raise CSRFError(
+                "The form's security token belongs to another browser session. "
+                "Reload the page and send it again."
+            )
 
 
 def add_security_headers(response: Response) -> Response:

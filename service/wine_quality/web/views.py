@@ -48,16 +48,26 @@ from wine_quality.web.security import (
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("web", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/static/web")
+bp = Blueprint(
+    "web",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/web",
+)
 
 TABLE_ROWS_SHOWN = 250
 """Rows shown in the batch table; the download always holds every row."""
 # werkzeug's default; it also bounds the multipart decoder's buffer, so it must exceed a chunk.
 MAX_FORM_FIELD_BYTES = 500 * 1024
 MAX_FORM_PARTS = 32
-RESULT_COLUMNS = (*(f.name for f in FEATURES), "predicted_quality", "predicted_grade",
-                  "model_version", "warnings")
+RESULT_COLUMNS = (
+    *(f.name for f in FEATURES),
+    "predicted_quality",
+    "predicted_grade",
+    "model_version",
+    "warnings",
+)
 
 _METRIC_LABELS = {
     "rmse": ("RMSE", "{:.3f}"),
@@ -114,8 +124,14 @@ def _page_cookies_and_caching(response: Response) -> Response:
     if request.endpoint in ("web.static", "web.favicon"):
         return response
     if g.get("web_csrf_new"):
-        response.set_cookie(COOKIE_NAME, g.web_csrf_nonce, httponly=True, samesite="Strict",
-                            secure=request.is_secure, path="/")
+        response.set_cookie(
+            COOKIE_NAME,
+            g.web_csrf_nonce,
+            httponly=True,
+            samesite="Strict",
+            secure=request.is_secure,
+            path="/",
+        )
     # Pages carry a per-browser token and possibly uploaded data: never store them in caches.
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -143,8 +159,12 @@ def _number(value: float) -> str:
 # ---------------------------------------------------------------- request helpers
 
 
-def _in_memory(total_content_length: int | None, content_type: str | None,
-               filename: str | None, content_length: int | None = None) -> IO[bytes]:
+def _in_memory(
+    total_content_length: int | None,
+    content_type: str | None,
+    filename: str | None,
+    content_length: int | None = None,
+) -> IO[bytes]:
     """Stream factory for uploads: a BytesIO, so no part of an upload is written to disk.
     Memory is bounded by the body limit the parser enforces first."""
     return io.BytesIO()
@@ -152,12 +172,15 @@ def _in_memory(total_content_length: int | None, content_type: str | None,
 
 def _posted_form(current: ServiceState) -> tuple[MultiDict, MultiDict]:
     """The posted fields and files, parsed in memory within the service's body limit."""
-    parser = FormDataParser(stream_factory=_in_memory,
-                            max_content_length=current.settings.max_body_bytes,
-                            max_form_memory_size=MAX_FORM_FIELD_BYTES,
-                            max_form_parts=MAX_FORM_PARTS)
-    _, form, files = parser.parse(request.stream, request.mimetype, request.content_length,
-                                  request.mimetype_params)
+    parser = FormDataParser(
+        stream_factory=_in_memory,
+        max_content_length=current.settings.max_body_bytes,
+        max_form_memory_size=MAX_FORM_FIELD_BYTES,
+        max_form_parts=MAX_FORM_PARTS,
+    )
+    _, form, files = parser.parse(
+        request.stream, request.mimetype, request.content_length, request.mimetype_params
+    )
     return form, files
 
 
@@ -180,9 +203,12 @@ def _size_text(size: int) -> str:
 
 def _require_model(current: ServiceState) -> None:
     if current.holder.model is None:
-        raise PageError(503, "Predictions are unavailable",
-                        "The service has no model loaded right now: "
-                        f"{current.holder.readiness().reason}. Try again later.")
+        raise PageError(
+            503,
+            "Predictions are unavailable",
+            "The service has no model loaded right now: "
+            f"{current.holder.readiness().reason}. Try again later.",
+        )
 
 
 def _model_view(current: ServiceState) -> dict[str, Any] | None:
@@ -212,8 +238,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _metric_rows(test: Mapping[str, Any],
-                 baseline: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def _metric_rows(
+    test: Mapping[str, Any], baseline: Mapping[str, Any]
+) -> list[tuple[str, str, str]]:
     """(label, this model's value, the baseline's value or "") per numeric test metric."""
     rows = []
     for key, value in test.items():
@@ -240,8 +267,9 @@ def _training_stats(current: ServiceState) -> dict[str, Mapping[str, Any]]:
     return {f.get("name"): f for f in recorded if isinstance(f, Mapping)}
 
 
-def _form_fields(current: ServiceState, values: Mapping[str, str] | None,
-                 errors: Mapping[str, str]) -> list[dict[str, Any]]:
+def _form_fields(
+    current: ServiceState, values: Mapping[str, str] | None, errors: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """The 11 inputs, generated from FEATURES; defaults are the training medians."""
     stats = _training_stats(current)
     fields = []
@@ -253,18 +281,20 @@ def _form_fields(current: ServiceState, values: Mapping[str, str] | None,
         else:
             value = values.get(feature.key, "")
         low, high = recorded.get("train_min"), recorded.get("train_max")
-        fields.append({
-            "key": feature.key,
-            "input_id": f"f-{feature.key}",
-            "label": _label(feature),
-            "unit": feature.unit,
-            "description": feature.description,
-            "minimum": feature.minimum,
-            "maximum": feature.maximum,
-            "train_range": (low, high) if low is not None and high is not None else None,
-            "value": value,
-            "error": errors.get(feature.name, ""),
-        })
+        fields.append(
+            {
+                "key": feature.key,
+                "input_id": f"f-{feature.key}",
+                "label": _label(feature),
+                "unit": feature.unit,
+                "description": feature.description,
+                "minimum": feature.minimum,
+                "maximum": feature.maximum,
+                "train_range": (low, high) if low is not None and high is not None else None,
+                "value": value,
+                "error": errors.get(feature.name, ""),
+            }
+        )
     return fields
 
 
@@ -283,13 +313,21 @@ def _record_from_form(form: MultiDict) -> dict[str, Any]:
     return record
 
 
-def _render_index(current: ServiceState, status: int = 200, values: Mapping[str, str] | None = None,
-                  errors: list[dict[str, Any]] | None = None,
-                  result: dict[str, Any] | None = None) -> tuple[str, int]:
+def _render_index(
+    current: ServiceState,
+    status: int = 200,
+    values: Mapping[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    result: dict[str, Any] | None = None,
+) -> tuple[str, int]:
     errors = errors or []
     by_field = {e["field"]: e["problem"] for e in errors if e.get("field")}
-    page = render_template("web/index.html", fields=_form_fields(current, values, by_field),
-                           errors=errors, result=result)
+    page = render_template(
+        "web/index.html",
+        fields=_form_fields(current, values, by_field),
+        errors=errors,
+        result=result,
+    )
     return page, status
 
 
@@ -305,12 +343,14 @@ def _form_errors(error: InputError, form: MultiDict) -> list[dict[str, Any]]:
                 problem = "enter a value"
             elif problem.startswith("must be a number"):
                 problem = "enter a number, for example 7.4"
-        shown.append({
-            "field": detail.get("field"),
-            "input_id": f"f-{feature.key}" if feature else "",
-            "label": _label(feature) if feature else "Form",
-            "problem": problem,
-        })
+        shown.append(
+            {
+                "field": detail.get("field"),
+                "input_id": f"f-{feature.key}" if feature else "",
+                "label": _label(feature) if feature else "Form",
+                "problem": problem,
+            }
+        )
     return shown
 
 
@@ -333,8 +373,11 @@ def predict() -> tuple[str, int]:
     except InputError as exc:
         return _render_index(current, 422, values, errors=_form_errors(exc, form))
     prediction = current.predict(rows)
-    result = {"quality": float(prediction.quality[0]), "grade": int(prediction.grade[0]),
-              "warnings": prediction.warnings[0]}
+    result = {
+        "quality": float(prediction.quality[0]),
+        "grade": int(prediction.grade[0]),
+        "warnings": prediction.warnings[0],
+    }
     return _render_index(current, 200, values, result=result)
 
 
@@ -356,14 +399,18 @@ def _upload(files: MultiDict) -> Upload:
     if not data.strip():
         raise InputError(422, "invalid_input", "the file is empty")
     if b"\0" in data:
-        raise InputError(400, "malformed_csv",
-                         "the file is binary, not a CSV text file (it contains NUL bytes)")
+        raise InputError(
+            400, "malformed_csv", "the file is binary, not a CSV text file (it contains NUL bytes)"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(400, "malformed_csv",
-                         f"the file is not UTF-8 text (undecodable byte at position {exc.start}); "
-                         "save it as CSV in UTF-8") from None
+        raise InputError(
+            400,
+            "malformed_csv",
+            f"the file is not UTF-8 text (undecodable byte at position {exc.start}); "
+            "save it as CSV in UTF-8",
+        ) from None
     return Upload(filename, text)
 
 
@@ -372,8 +419,15 @@ def _results_csv(rows: np.ndarray, prediction: Prediction) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(RESULT_COLUMNS)
     for values, record in zip(rows.tolist(), prediction.records(), strict=True):
-        writer.writerow([*values, record["quality"], record["grade"], prediction.model_version,
-                         " | ".join(record["warnings"])])
+        writer.writerow(
+            [
+                *values,
+                record["quality"],
+                record["grade"],
+                prediction.model_version,
+                " | ".join(record["warnings"]),
+            ]
+        )
     return out.getvalue()
 
 
@@ -383,13 +437,20 @@ def _histogram(grades: np.ndarray) -> list[dict[str, Any]]:
     counts = np.bincount(grades - low, minlength=high - low + 1)
     largest = int(counts.max())
     total = len(grades)
-    return [{"grade": low + i, "count": int(count), "width": f"{100 * count / largest:.2f}",
-             "percent": f"{100 * count / total:.1f} %"}
-            for i, count in enumerate(counts)]
+    return [
+        {
+            "grade": low + i,
+            "count": int(count),
+            "width": f"{100 * count / largest:.2f}",
+            "percent": f"{100 * count / total:.1f} %",
+        }
+        for i, count in enumerate(counts)
+    ]
 
 
-def _batch_view(upload: Upload, rows: np.ndarray, prediction: Prediction,
-                outside: np.ndarray) -> dict[str, Any]:
+def _batch_view(
+    upload: Upload, rows: np.ndarray, prediction: Prediction, outside: np.ndarray
+) -> dict[str, Any]:
     flagged = outside.any(axis=1)
     per_feature = outside.sum(axis=0)
     shown = min(len(rows), TABLE_ROWS_SHOWN)
@@ -403,13 +464,20 @@ def _batch_view(upload: Upload, rows: np.ndarray, prediction: Prediction,
         "download_href": f"data:text/csv;charset=utf-8;base64,{encoded}",
         "download_name": f"{stem}-predictions.csv",
         "rows_out_of_range": int(flagged.sum()),
-        "out_of_range": [(f.name, int(per_feature[i])) for i, f in enumerate(FEATURES)
-                         if per_feature[i]],
+        "out_of_range": [
+            (f.name, int(per_feature[i])) for i, f in enumerate(FEATURES) if per_feature[i]
+        ],
         "shown": shown,
-        "table": [{"line": i + 1, "cells": rows[i].tolist(),
-                   "quality": float(prediction.quality[i]), "grade": int(prediction.grade[i]),
-                   "warn": bool(flagged[i])}
-                  for i in range(shown)],
+        "table": [
+            {
+                "line": i + 1,
+                "cells": rows[i].tolist(),
+                "quality": float(prediction.quality[i]),
+                "grade": int(prediction.grade[i]),
+                "warn": bool(flagged[i]),
+            }
+            for i in range(shown)
+        ],
     }
 
 
@@ -417,11 +485,13 @@ def _problem_rows(error: InputError) -> list[dict[str, str]]:
     problems = []
     for detail in error.details:
         line = detail.get("row")
-        problems.append({
-            "line": "" if line is None else str(line),  # a line of the file (header = 1)
-            "column": detail.get("field") or "",
-            "problem": detail.get("problem", ""),
-        })
+        problems.append(
+            {
+                "line": "" if line is None else str(line),  # a line of the file (header = 1)
+                "column": detail.get("field") or "",
+                "problem": detail.get("problem", ""),
+            }
+        )
     return problems
 
 
@@ -430,10 +500,17 @@ def _batch_error_page(error: InputError, filename: str = "") -> tuple[str, int]:
     if error.status == 413:
         hint = "Split the file into smaller batches, or use the HTTP API."
     more = error.message.endswith("listed)")
-    page = render_template("web/batch.html", batch=None, error={
-        "filename": filename, "message": _sentence(error.message), "hint": hint,
-        "problems": _problem_rows(error), "more": more,
-    })
+    page = render_template(
+        "web/batch.html",
+        batch=None,
+        error={
+            "filename": filename,
+            "message": _sentence(error.message),
+            "hint": hint,
+            "problems": _problem_rows(error),
+            "more": more,
+        },
+    )
     return page, error.status
 
 
@@ -445,8 +522,9 @@ def _sentence(text: str) -> str:
 @bp.get("/favicon.ico")
 def favicon() -> Response:
     """Browsers ask for /favicon.ico on every page without an icon link (the API docs, JSON)."""
-    return send_from_directory(bp.static_folder, "favicon.svg", mimetype="image/svg+xml",
-                               max_age=24 * 60 * 60)
+    return send_from_directory(
+        bp.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=24 * 60 * 60
+    )
 
 
 @bp.get("/batch")
@@ -470,8 +548,9 @@ def batch() -> tuple[str, int]:
         return _batch_error_page(exc, filename)
     prediction = current.predict(rows)
     outside = current.holder.training_range.outside(rows)
-    page = render_template("web/batch.html", batch=_batch_view(upload, rows, prediction, outside),
-                           error=None)
+    page = render_template(
+        "web/batch.html", batch=_batch_view(upload, rows, prediction, outside), error=None
+    )
     return page, 200
 
 
@@ -491,16 +570,21 @@ def _too_large(_: RequestEntityTooLarge) -> tuple[str, int]:
     length = request.content_length
     if length is not None and length > limit:
         log.info("web upload refused: larger than %s", size)
-        message = (f"The upload is larger than the limit of {size} "
-                   "(WINE_QUALITY_MAX_BODY_BYTES). "
-                   "Split the file into smaller batches, or use the HTTP API.")
-        return render_template("web/error.html", title="The file is too large",
-                               message=message), 413
+        message = (
+            f"The upload is larger than the limit of {size} "
+            "(WINE_QUALITY_MAX_BODY_BYTES). "
+            "Split the file into smaller batches, or use the HTTP API."
+        )
+        return render_template(
+            "web/error.html", title="The file is too large", message=message
+        ), 413
     log.info("web form refused: above the body or form limits")
-    message = (f"The form is too large or has too many fields. The page accepts at most "
-               f"{MAX_FORM_PARTS} form fields, {_size_text(MAX_FORM_FIELD_BYTES)} in a text field "
-               f"and {size} in all (WINE_QUALITY_MAX_BODY_BYTES). Reload the page and send the "
-               "form again, or use the HTTP API.")
+    message = (
+        f"The form is too large or has too many fields. The page accepts at most "
+        f"{MAX_FORM_PARTS} form fields, {_size_text(MAX_FORM_FIELD_BYTES)} in a text field "
+        f"and {size} in all (WINE_QUALITY_MAX_BODY_BYTES). Reload the page and send the "
+        "form again, or use the HTTP API."
+    )
     return render_template("web/error.html", title="The form is too large", message=message), 413
 
 
@@ -512,8 +596,11 @@ def _http_error(exc: HTTPException) -> tuple[str, int]:
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> tuple[str, int]:
     request_id = g.get("request_id", "")
-    log.exception("unhandled error on %s %s (request id %s)", request.method, request.path,
-                  request_id)
-    message = ("Something went wrong on our side and the request could not be completed. "
-               f"The request id {request_id} identifies it in the service's logs.")
+    log.exception(
+        "unhandled error on %s %s (request id %s)", request.method, request.path, request_id
+    )
+    message = (
+        "Something went wrong on our side and the request could not be completed. "
+        f"The request id {request_id} identifies it in the service's logs."
+    )
     return render_template("web/error.html", title="Internal error", message=message), 500
