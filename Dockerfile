@@ -104,7 +104,7 @@ ENV WINE_QUALITY_IMAGE_VERSION=${VERSION} \
     WINE_QUALITY_GIT_COMMIT=${GIT_COMMIT} \
     WINE_QUALITY_MODEL_VERSION=${MODEL_VERSION}
 
-# Exec form: gunicorn is PID 1 and receives SIGTERM itself (graceful shutdown: wine_quality.gunicorn_conf).
+# Exec form: gunicorn is PID 1 and receives SIGTERM itself (graceful shutdown: wine_quality.app.gunicorn_conf).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/opt/venv/bin/gunicorn", "-c", "python:wine_quality.gunicorn_conf"]
+ENTRYPOINT ["/opt/venv/bin/gunicorn", "-c", "python:wine_quality.app.gunicorn_conf"]
 CMD ["wine_quality.app:create_app()"]

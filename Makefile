@@ -41,7 +41,8 @@ lint: venv ## every linter the CI lint job runs
 	scripts/install-helm.sh
 	scripts/lint.sh
 
-test: venv tools lint ## the whole test suite (what .ci/run and the CI test job run)
+# test does not lint: the CI lint job and .ci/run run `make lint` once, on their own.
+test: venv tools ## the whole test suite (what .ci/run, after make lint, and the CI test job run)
 	$(BIN)/python -m pytest
 
 image: venv $(MODEL_DIR)/metadata.json ## build the container image (podman, or docker when an engine runs)

@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from wine_quality import train
+from wine_quality.training import train
 
 
 def _not_applied(candidates: dict[str, Any], promoted: str) -> dict[str, Any]:

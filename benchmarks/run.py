@@ -9,8 +9,8 @@ burst of background load on a shared machine hits both sides alike. Each number 
 the rounds with their spread (min-max); goal ratios are paired round by round.
 
 Servers (all with 2 workers, the same model files):
-- service: `gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'` exactly
-  as the container runs it (env WINE_QUALITY_MODEL_DIR, WINE_QUALITY_RUNTIME, PORT,
+- service: `gunicorn -c python:wine_quality.app.gunicorn_conf 'wine_quality.app:create_app()'`
+  exactly as the container runs it (env WINE_QUALITY_MODEL_DIR, WINE_QUALITY_RUNTIME, PORT,
   GUNICORN_WORKERS, PROMETHEUS_MULTIPROC_DIR), with the promoted model and with the linear
   baseline, in each runtime (onnx, sklearn);
 - seed: benchmarks/seed_baseline/app.py, the seed paper's way of serving, under gunicorn;
@@ -38,7 +38,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,9 @@ import scenarios
 from scenarios import Bodies, Scenario
 from servers import Server, has_onnx, mlflow_server, seed_server, service_server, verify
 
-from wine_quality.artifact import load_artifact
-from wine_quality.features import FEATURE_KEYS
+from wine_quality.core.artifact import load_artifact, package_versions, read_metadata
+from wine_quality.core.facts import ModelFacts
+from wine_quality.core.features import FEATURE_KEYS
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -225,12 +225,7 @@ def machine_facts() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib_metadata.version(package)
-        except importlib_metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = package_versions(PACKAGES)
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
     cores = os.cpu_count()
     return {
@@ -588,12 +583,12 @@ def phase(message: str, started: float) -> None:
 
 
 def _model_facts(path: Path) -> dict[str, Any]:
-    meta = json.loads((path / "metadata.json").read_text())
-    runtimes = meta.get("runtimes") or {}
-    onnx = runtimes.get("onnx") if isinstance(runtimes, dict) else None
+    meta = read_metadata(path)
+    facts = ModelFacts.from_metadata(meta)
+    onnx = meta["runtimes"].get("onnx")
     return {
-        "algorithm": meta.get("algorithm"),
-        "version": meta.get("version"),
+        "algorithm": facts.algorithm,
+        "version": facts.version,
         "onnx_tolerance": onnx.get("tolerance") if onnx else None,
         "onnx_max_abs_error": onnx.get("max_abs_error") if onnx else None,
     }

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wine_quality import MODEL_NAME
-from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES
+from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES
 
 DISTINCT_ROWS = 1000
 """Single-row scenarios cycle through this many different rows: one row sent again and again

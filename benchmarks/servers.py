@@ -125,7 +125,7 @@ def _service_ready(server: Server) -> bool:
     if status != 200:
         return False
     server.served_runtime = json.loads(body).get("runtime")
-    # wine_quality.gunicorn_conf logs this from post_worker_init, after the model is loaded
+    # wine_quality.app.gunicorn_conf logs this from post_worker_init, after the model is loaded
     return _all_workers_said(server, ": booted")
 
 
@@ -158,7 +158,7 @@ def service_server(model: str, model_dir: Path, runtime: str, work: Path) -> Ser
     command = [
         str(VENV_BIN / "gunicorn"),
         "-c",
-        "python:wine_quality.gunicorn_conf",
+        "python:wine_quality.app.gunicorn_conf",
         "--bind",
         f"127.0.0.1:{port}",
         "wine_quality.app:create_app()",

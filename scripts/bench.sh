@@ -7,14 +7,10 @@
 # Extra arguments go to benchmarks/run.py (see `.venv/bin/python benchmarks/run.py --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 model_dir=${MODEL_DIR:-artifacts/model}
-if ! command -v wrk >/dev/null; then
-  echo "bench: wrk is not installed (scripts/install-tools.sh installs it)" >&2
-  exit 1
-fi
-if [ ! -f "$model_dir/metadata.json" ]; then
-  echo "bench: no artifact in $model_dir (run \`make train\`)" >&2
-  exit 1
-fi
+command -v wrk >/dev/null || die "wrk is not installed (scripts/install-tools.sh installs it)"
+[ -f "$model_dir/metadata.json" ] || die "no artifact in $model_dir (run \`make train\`)"
 exec .venv/bin/python benchmarks/run.py --model-dir "$model_dir" --update-docs "$@"

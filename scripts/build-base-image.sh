@@ -11,6 +11,8 @@
 #   CONTAINERS_CONF  podman configuration (default scripts/podman/containers.conf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 tag=${BASE_IMAGE_TAG:-localhost/python-base:bookworm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -22,12 +24,10 @@ case "${1:-}" in
   *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac
 
-log() { echo "build-base-image: $*" >&2; }
-
 # Several jobs on one machine may ask for the base image at once; build it only once.
 mkdir -p build
 exec 9>build/.python-base.lock
-flock --timeout 900 9 || { log "timed out waiting for another build of $tag"; exit 1; }
+flock --timeout 900 9 || die "timed out waiting for another build of $tag"
 
 if ! $force && podman image exists "$tag"; then
   log "reusing $tag"
@@ -35,7 +35,7 @@ if ! $force && podman image exists "$tag"; then
   exit 0
 fi
 
-[ "$(id -u)" -eq 0 ] || { log "debootstrap needs root"; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "debootstrap needs root"
 rootfs=$(mktemp -d /var/tmp/python-base.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 

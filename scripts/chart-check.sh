@@ -13,6 +13,9 @@
 #   CRD_SCHEMA_DIR  folder of the CRD JSON schemas (see scripts/crd-schemas.sh for the fallbacks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+use_tools
 
 chart=chart/wine-quality
 out=build/chart-check
@@ -20,9 +23,7 @@ release=wine
 namespace=wine-quality
 python=.venv/bin/python
 bin=.venv/bin
-export PATH="$PWD/.tools/bin:$PATH"
 
-log() { echo "chart-check: $*" >&2; }
 failed=()
 fail() { log "FAILED: $*"; failed+=("$1"); }
 

@@ -22,7 +22,9 @@
 set -euo pipefail
 shopt -s inherit_errexit # failures inside $(...) stop the script too
 cd "$(dirname "$0")/.."
-export PATH="$PWD/.tools/bin:$PATH"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+use_tools
 
 IMAGE=${IMAGE:-wine-quality:$(scripts/version.sh)}
 E2E_MODE=${E2E_MODE:-auto}
@@ -37,8 +39,6 @@ PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CRD_BASE=https://raw.githubusercontent.com/prometheus-operator/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd
 CRDS=(servicemonitors prometheusrules)
 
-log() { echo "e2e: $*" >&2; }
-
 mode() {
   case "$E2E_MODE" in
     kind | podman) echo "$E2E_MODE" ;;
@@ -48,8 +48,7 @@ mode() {
       elif command -v podman >/dev/null 2>&1; then
         echo podman
       else
-        log "neither docker+kind nor podman is available"
-        exit 1
+        die "neither docker+kind nor podman is available"
       fi
       ;;
     *) log "E2E_MODE must be auto, kind or podman, not '$E2E_MODE'"; exit 2 ;;
@@ -101,19 +100,16 @@ install_chart() {
 
 # Port-forwards to the release's Service on a free local port and smoke-tests it.
 smoke_test() {
-  local service port local_port attempt
+  local service port local_port
   service=$("$KUBECTL" --namespace "$NAMESPACE" get service \
     --selector "app.kubernetes.io/instance=$RELEASE" --output jsonpath='{.items[0].metadata.name}')
   port=$("$KUBECTL" --namespace "$NAMESPACE" get service "$service" --output jsonpath='{.spec.ports[0].port}')
-  local_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local_port=$(free_port)
   "$KUBECTL" --namespace "$NAMESPACE" port-forward "service/$service" "$local_port:$port" \
     --address 127.0.0.1 >/dev/null &
   forward_pid=$!
-  for attempt in $(seq 1 30); do
-    curl --silent --fail --max-time 2 "http://127.0.0.1:$local_port/healthz" >/dev/null && break
-    [ "$attempt" -eq 30 ] && { log "port-forward to $service did not answer"; return 1; }
-    sleep 1
-  done
+  wait_for_url "http://127.0.0.1:$local_port/healthz" 30 \
+    || { log "port-forward to $service did not answer"; return 1; }
   scripts/smoke-test.sh "http://127.0.0.1:$local_port"
 }
 
@@ -137,7 +133,7 @@ run_kind() {
 }
 
 run_podman() {
-  [ -x scripts/kube-play.sh ] || { log "scripts/kube-play.sh is missing"; exit 1; }
+  [ -x scripts/kube-play.sh ] || die "scripts/kube-play.sh is missing"
   log "no Docker engine: running the chart under podman kube play"
   IMAGE=$IMAGE scripts/kube-play.sh
 }

@@ -2,27 +2,42 @@
 # Builds the service image and proves it runs the way Kubernetes will run it.
 #
 #   scripts/image.sh build   build the Dockerfile into $IMAGE from the model artifact in $MODEL_DIR
+#   scripts/image.sh build-args
+#                            print the build arguments `build` passes, KEY=VALUE one a line: the one
+#                            place they are computed, for local builds and the CI build job alike
+#                            (scripts/release.sh build-env hands them to docker/build-push-action):
+#                            BASE_IMAGE, MODEL_DIR (the artifact's path in the build context), VERSION,
+#                            GIT_COMMIT (-dirty when tracked files have uncommitted changes),
+#                            MODEL_VERSION (from the artifact's metadata.json), CREATED (the time of
+#                            $SOURCE_DATE_EPOCH, else now) and, in GitHub Actions, SOURCE (the
+#                            repository's URL; elsewhere the Dockerfile's default)
 #   scripts/image.sh test    run $IMAGE as the chart does (UID 10001, read-only root file system,
 #                            tmpfs /tmp, the chart's environment), wait for /readyz, run
 #                            scripts/smoke-test.sh against it, stop it with SIGTERM and check that it
 #                            exits with status 0 within the grace period
 #
 # Uses docker when a Docker engine answers (`docker info`), as on GitHub runners; otherwise podman
-# with scripts/podman/containers.conf, on a local stand-in for the python base image when no
+# with scripts/podman/containers.conf (podman, runc and debootstrap installed by
+# scripts/install-tools.sh when missing), on a local stand-in for the python base image when no
 # registry is reachable (scripts/build-base-image.sh).
 #
 # Environment:
 #   MODEL_DIR          artifact to ship (default artifacts/model; trained first when missing there)
 #   IMAGE              image reference (default wine-quality:<version in pyproject.toml>)
-#   BASE_IMAGE         base image; default: the Dockerfile's with docker, the local stand-in with podman
+#   VERSION            the image's version label (default: the version in pyproject.toml)
+#   BASE_IMAGE         base image; default: with docker the Dockerfile's pinned tag, plus the digest
+#                      it names today where docker buildx can ask the registry (so a re-pushed tag
+#                      cannot slip in); with podman the local stand-in
 #   CONTAINER_ENGINE   force docker or podman
 #   READY_TIMEOUT      seconds `test` waits for /readyz (default 60, the chart's startup probe budget)
 set -euo pipefail
+shopt -s inherit_errexit # failures inside $(...) stop the script too
 cd "$(dirname "$0")/.."
 repo=$PWD
-
-log() { echo "image.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+LOG_NAME=image.sh
+use_tools
 
 choose_engine() {
   if [ -n "${CONTAINER_ENGINE:-}" ]; then
@@ -42,18 +57,7 @@ model_dir=${MODEL_DIR:-artifacts/model}
 
 # podman, runc and debootstrap from Debian, when missing (needs root or sudo).
 ensure_podman() {
-  local cmd missing=() sudo=""
-  for cmd in podman runc debootstrap; do
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
-    sudo=sudo
-  fi
-  log "installing ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  scripts/install-tools.sh podman runc debootstrap >&2
 }
 
 metadata_field() {
@@ -94,38 +98,87 @@ created() {
   date -u --date "@${SOURCE_DATE_EPOCH:-$(date +%s)}" +%Y-%m-%dT%H:%M:%SZ
 }
 
+# The Dockerfile's default base image (a pinned tag) with the digest it names today, so the build
+# cannot silently pick up a re-pushed tag; the tag alone where docker buildx cannot ask a registry.
+base_image_by_digest() {
+  local base digest
+  base=$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)
+  [ -n "$base" ] || die "Dockerfile has no ARG BASE_IMAGE default"
+  if ! docker buildx version >/dev/null 2>&1; then
+    echo "$base"
+    return
+  fi
+  digest=$(docker buildx imagetools inspect --format '{{.Manifest.Digest}}' "$base") \
+    || die "cannot resolve $base to a digest"
+  echo "$base@$digest"
+}
+
+base_image() {
+  if [ -n "${BASE_IMAGE:-}" ]; then
+    echo "$BASE_IMAGE"
+  elif [ "$engine" = podman ]; then
+    ensure_podman
+    scripts/build-base-image.sh
+  else
+    base_image_by_digest
+  fi
+}
+
+# build_args CONTEXT_MODEL: the Dockerfile's build arguments, KEY=VALUE one a line (see the header).
+build_args() {
+  local context_model=$1 base commit model_version
+  base=$(base_image)
+  commit=$(git_commit)
+  model_version=$(metadata_field "$context_model" version)
+  echo "BASE_IMAGE=$base"
+  echo "MODEL_DIR=$context_model"
+  echo "VERSION=${VERSION:-$version}"
+  echo "GIT_COMMIT=$commit"
+  echo "MODEL_VERSION=$model_version"
+  echo "CREATED=$(created)"
+  if [ -n "${GITHUB_REPOSITORY:-}" ]; then
+    echo "SOURCE=${GITHUB_SERVER_URL:-https://github.com}/$GITHUB_REPOSITORY"
+  fi
+}
+
+# One build at a time per checkout: concurrent builds would share build/image-model.
+lock_build_context() {
+  mkdir -p build
+  exec 8>build/.image-build.lock
+  flock --timeout 1800 8 || die "timed out waiting for another image build in this checkout"
+}
+
+print_build_args() {
+  [ -f "$model_dir/metadata.json" ] || die "$model_dir/metadata.json not found (train or download the model first)"
+  local context_model lines
+  lock_build_context
+  context_model=$(stage_model)
+  lines=$(build_args "$context_model")
+  echo "$lines"
+}
+
 image_size() {
   "$engine" image inspect --format '{{.Size}}' "$image" | awk '{printf "%d bytes (%.0f MB)\n", $1, $1 / 1000000}'
 }
 
 build() {
-  local context_model model_version base start
+  local context_model lines line base model_version start args=(--file Dockerfile --tag "$image")
   [ "$engine" = podman ] && ensure_podman
-  # One build at a time per checkout: concurrent builds would share build/image-model.
-  mkdir -p build
-  exec 8>build/.image-build.lock
-  flock --timeout 1800 8 || die "timed out waiting for another image build in this checkout"
+  lock_build_context
   context_model=$(stage_model)
-  model_version=$(metadata_field "$context_model" version)
-
-  local args=(
-    --file Dockerfile --tag "$image"
-    --build-arg "MODEL_DIR=$context_model"
-    --build-arg "VERSION=$version"
-    --build-arg "GIT_COMMIT=$(git_commit)"
-    --build-arg "MODEL_VERSION=$model_version"
-    --build-arg "CREATED=$(created)"
-  )
-  base=${BASE_IMAGE:-}
+  lines=$(build_args "$context_model")
+  while IFS= read -r line; do
+    args+=(--build-arg "$line")
+  done <<<"$lines"
+  base=$(sed -n 's/^BASE_IMAGE=//p' <<<"$lines")
+  model_version=$(sed -n 's/^MODEL_VERSION=//p' <<<"$lines")
   if [ "$engine" = podman ]; then
-    [ -n "$base" ] || base=$(scripts/build-base-image.sh)
     # chroot isolation: RUN steps cannot use the OCI runtime on these hosts. Docker format keeps
     # the HEALTHCHECK, which the OCI image format has no field for.
     args+=(--isolation=chroot --network=host --format=docker --layers)
   fi
-  [ -n "$base" ] && args+=(--build-arg "BASE_IMAGE=$base")
 
-  log "building $image with $engine from ${base:-the default base image}, model $model_version"
+  log "building $image with $engine from $base, model $model_version"
   start=$SECONDS
   if [ "$engine" = docker ]; then
     if docker buildx version >/dev/null 2>&1; then
@@ -151,7 +204,7 @@ cleanup() {
   if [ -n "$container" ]; then
     "$engine" rm --force "$container" >/dev/null 2>&1 || true
   fi
-  rm -f "${env_file:-}"
+  rm -f "${env_file:-}" "${rendered:-}"
 }
 
 fail() {
@@ -163,53 +216,52 @@ fail() {
   exit 1
 }
 
-find_helm() {
-  PATH="$repo/.tools/bin:$PATH" command -v helm || true
-}
-
-# The environment and grace period the chart gives the container, rendered from its defaults.
-# Writes the ConfigMap's data as an env file and prints the seconds the container gets after SIGTERM
-# (terminationGracePeriodSeconds minus the preStop sleep, which happens before SIGTERM).
+# The environment and grace period the chart gives the container, rendered from its defaults and
+# read with scripts/manifests.py. Writes the ConfigMap's data as an env file and prints the seconds
+# the container gets after SIGTERM (terminationGracePeriodSeconds minus the preStop sleep, which
+# happens before SIGTERM).
 chart_env() {
-  local helm rendered grace pre_stop
-  helm=$(find_helm)
-  if [ -z "$helm" ]; then
+  if ! command -v helm >/dev/null 2>&1; then
     [ -z "${CI:-}" ] || fail "helm is not installed (scripts/install-helm.sh installs it)"
     log "helm not found: running with the image's defaults instead of the chart's environment"
     : >"$env_file"
     echo 30
     return
   fi
-  rendered=$("$helm" template image-test chart/wine-quality \
-    --show-only templates/configmap.yaml --show-only templates/deployment.yaml)
-  awk '/^data:/ { in_data = 1; next } /^[^ ]/ { in_data = 0 }
-       in_data && /^  [A-Z_][A-Z0-9_]*: / { key = $1; sub(/:$/, "", key); value = substr($0, length($1) + 4);
-         gsub(/^"|"$/, "", value); print key "=" value }' <<<"$rendered" >"$env_file"
-  grace=$(sed -n 's/^ *terminationGracePeriodSeconds: *\([0-9]*\)$/\1/p' <<<"$rendered")
-  pre_stop=$(awk '/preStop:/ { p = 1 } p && /seconds:/ { print $2; exit }' <<<"$rendered")
-  [ -s "$env_file" ] && [ -n "$grace" ] || fail "could not read the chart's environment and grace period"
-  echo $((grace - ${pre_stop:-0}))
-}
+  helm template image-test chart/wine-quality \
+    --show-only templates/configmap.yaml --show-only templates/deployment.yaml >"$rendered"
+  .venv/bin/python - "$rendered" "$env_file" <<'EOF' || fail "could not read the chart's environment and grace period"
+import sys
+from pathlib import Path
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+sys.path.insert(0, "scripts")
+from manifests import documents
+
+docs = documents(Path(sys.argv[1]))
+data = next(doc for doc in docs if doc["kind"] == "ConfigMap")["data"]
+pod = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
+Path(sys.argv[2]).write_text("".join(f"{key}={value}\n" for key, value in data.items()))
+pre_stop = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {})
+print(pod["terminationGracePeriodSeconds"] - pre_stop.get("seconds", 0))
+EOF
 }
 
 state() {
   "$engine" inspect --format "$1" "$container"
 }
 
+running() {
+  [ "$(state '{{.State.Running}}')" = true ]
+}
+
 wait_ready() {
-  local url=$1 deadline=$((SECONDS + ${READY_TIMEOUT:-60}))
-  while [ $SECONDS -lt $deadline ]; do
-    [ "$(state '{{.State.Running}}')" = true ] || fail "the container exited before it was ready"
-    if curl -fsS --max-time 2 "$url/readyz" >/dev/null 2>&1; then
-      log "ready after $((SECONDS - deadline + ${READY_TIMEOUT:-60})) s"
-      return 0
-    fi
-    sleep 1
-  done
-  fail "$url/readyz did not answer 200 within ${READY_TIMEOUT:-60} s"
+  local url=$1 timeout=${READY_TIMEOUT:-60} start=$SECONDS status=0
+  wait_for_url "$url/readyz" "$timeout" running || status=$?
+  case $status in
+    0) log "ready after $((SECONDS - start)) s" ;;
+    2) fail "the container exited before it was ready" ;;
+    *) fail "$url/readyz did not answer 200 within $timeout s" ;;
+  esac
 }
 
 # The image's own HEALTHCHECK command, run inside the container: it must pass without curl.
@@ -244,6 +296,7 @@ run_test() {
   "$engine" image inspect "$image" >/dev/null 2>&1 || die "no image $image: run scripts/image.sh build first"
   [ -x scripts/smoke-test.sh ] || die "scripts/smoke-test.sh is missing"
   env_file=$(mktemp)
+  rendered=$(mktemp)
   trap cleanup EXIT
   grace=$(chart_env)
   port=$(free_port)
@@ -275,6 +328,7 @@ run_test() {
 
 case "${1:-}" in
   build) build ;;
+  build-args) print_build_args ;;
   test) run_test ;;
-  *) echo "usage: scripts/image.sh build|test   (see the header of this script)" >&2; exit 2 ;;
+  *) echo "usage: scripts/image.sh build|build-args|test   (see the header of this script)" >&2; exit 2 ;;
 esac

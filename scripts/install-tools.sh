@@ -4,8 +4,14 @@
 #   (observability tests), chromium (browser tests), wrk (benchmark), curl (smoke test);
 #   Helm 4, Helm 3 and kubectl into .tools/bin (scripts/install-helm.sh).
 # Needs root (or sudo) for apt-get; otherwise it names what is missing and stops.
+#
+# Usage: scripts/install-tools.sh [COMMAND...]
+#   With COMMANDs (for example `podman runc debootstrap`, what scripts/image.sh needs), only the
+#   Debian packages of those commands, and Helm and kubectl only when `helm` is one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # command -> Debian package. podman and chromium come with their recommended packages (podman
 # kube play needs catatonit for its pause container, chromium its fonts); prometheus without them
@@ -17,6 +23,22 @@ declare -A wanted=(
 )
 # shellcheck disable=SC2034
 declare -A lean=([prometheus]=prometheus [promtool]=prometheus)
+helm=true
+
+if [ $# -gt 0 ]; then
+  declare -A requested=()
+  for cmd in "$@"; do
+    [ -n "${wanted[$cmd]:-}${lean[$cmd]:-}" ] || [ "$cmd" = helm ] || die "unknown tool '$cmd'"
+    requested[$cmd]=1
+  done
+  for cmd in "${!wanted[@]}"; do
+    [ -n "${requested[$cmd]:-}" ] || unset "wanted[$cmd]"
+  done
+  for cmd in "${!lean[@]}"; do
+    [ -n "${requested[$cmd]:-}" ] || unset "lean[$cmd]"
+  done
+  [ -n "${requested[helm]:-}" ] || helm=false
+fi
 
 missing_of() {
   local -n table=$1
@@ -31,14 +53,11 @@ mapfile -t missing_lean < <(missing_of lean)
 if [ ${#missing[@]} -gt 0 ] || [ ${#missing_lean[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || {
-      echo "install-tools: missing Debian packages: ${missing[*]} ${missing_lean[*]}" \
-        "(run as root or install them)" >&2
-      exit 1
-    }
+    command -v sudo >/dev/null 2>&1 ||
+      die "missing Debian packages: ${missing[*]} ${missing_lean[*]} (run as root or install them)"
     sudo=sudo
   fi
-  echo "install-tools: installing ${missing[*]} ${missing_lean[*]}"
+  log "installing ${missing[*]} ${missing_lean[*]}"
   $sudo apt-get update -qq
   export DEBIAN_FRONTEND=noninteractive
   if [ ${#missing[@]} -gt 0 ]; then
@@ -49,4 +68,6 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#missing_lean[@]} -gt 0 ]; then
   fi
 fi
 
-scripts/install-helm.sh
+if $helm; then
+  scripts/install-helm.sh
+fi

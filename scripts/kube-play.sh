@@ -17,7 +17,9 @@
 #   CONTAINERS_CONF  podman configuration (default scripts/podman/containers.conf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PWD/.tools/bin:$PATH"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+use_tools
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/podman/containers.conf}
 
 chart=chart/wine-quality
@@ -28,13 +30,10 @@ image=${IMAGE:-wine-quality:$(scripts/version.sh)}
 [[ ${image%%:*} == */* ]] || image=localhost/$image
 ready_timeout=${READY_TIMEOUT:-90}
 
-log() { echo "kube-play: $*" >&2; }
-die() { log "$*"; exit 1; }
-
 podman image exists "$image" || die "image $image not found; build it with scripts/image.sh build"
 command -v helm >/dev/null 2>&1 || scripts/install-helm.sh
 
-port=${KUBE_PLAY_PORT:-$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+port=${KUBE_PLAY_PORT:-$(free_port)}
 mkdir -p build
 work=$(mktemp -d build/kube-play.XXXXXX)
 manifest=$work/kube-play.yaml
@@ -85,13 +84,10 @@ pod=$(sed -n '/^Pod:/{n;p;q}' "$work/play.log")
 log "pod $(podman pod inspect --format '{{.Name}}' "$pod")"
 
 url=http://127.0.0.1:$port
-deadline=$((SECONDS + ready_timeout))
-until curl -fsS --max-time 2 "$url/readyz" >/dev/null 2>&1; do
-  [ $SECONDS -lt $deadline ] \
-    || die "$url/readyz not ready within ${ready_timeout}s: $(curl -sS --max-time 2 "$url/readyz" 2>&1)"
-  sleep 1
-done
-log "ready after $((ready_timeout - (deadline - SECONDS)))s: $(curl -fsS --max-time 2 "$url/readyz")"
+start=$SECONDS
+wait_for_url "$url/readyz" "$ready_timeout" \
+  || die "$url/readyz not ready within ${ready_timeout}s: $(curl -sS --max-time 2 "$url/readyz" 2>&1)"
+log "ready after $((SECONDS - start))s: $(curl -fsS --max-time 2 "$url/readyz")"
 
 # The container runs as the chart says, not only as the image defaults.
 container=$(podman ps --filter "pod=$pod" --format '{{.Names}}' | grep -v -- '-infra$' | head -n 1)

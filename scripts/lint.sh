@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every linter of the project, in one place: `make lint`, the CI lint job and .ci/run call this.
-#   ruff (Python), hadolint and checkov (Dockerfile), shellcheck (scripts/*.sh, .ci/run), yamllint (all YAML but
-#   the chart's Go templates), check-jsonschema (workflows, Dependabot config), zizmor (workflow
+#   ruff (Python: lint and format), import-linter (the package's layers), hadolint and checkov
+#   (Dockerfile), shellcheck (scripts/*.sh, .ci/run), yamllint (all YAML but the chart's Go
+#   templates), check-jsonschema (workflows, Dependabot config), zizmor (workflow
 #   security audit), helm lint --strict (the chart).
 # Runs every linter even when one fails, then exits non-zero if any failed.
 # zizmor runs offline unless GH_TOKEN is set (the CI lint job sets it, which adds the online audits,
@@ -9,9 +10,11 @@
 set -euo pipefail
 shopt -s inherit_errexit # failures inside $(...) stop the script too
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 bin=.venv/bin
-export PATH="$PWD/.tools/bin:$PATH"
+use_tools
 failed=()
 
 run() {
@@ -33,6 +36,10 @@ present() {
 }
 
 run ruff "$bin/ruff" check .
+run ruff-format "$bin/ruff" format --check .
+# The layers of docs/architecture.md: core imports neither training nor serving, serving never
+# imports training, no import cycles (contracts in pyproject.toml).
+run import-contracts "$bin/lint-imports" --no-cache
 
 if [ -f Dockerfile ]; then
   run hadolint "$bin/hadolint" Dockerfile
@@ -41,7 +48,8 @@ if [ -f Dockerfile ]; then
 fi
 
 mapfile -t shell_scripts < <(present scripts/*.sh scripts/*/*.sh .ci/run)
-run shellcheck "$bin/shellcheck" "${shell_scripts[@]}"
+# --external-sources: follow `source scripts/lib.sh` (the scripts' `# shellcheck source=` lines).
+run shellcheck "$bin/shellcheck" --external-sources "${shell_scripts[@]}"
 
 run yamllint "$bin/yamllint" --strict -c .yamllint.yaml .
 

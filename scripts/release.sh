@@ -3,11 +3,11 @@
 #
 #   version          compute the next version (scripts/version.sh next), stamp it into pyproject.toml
 #                    of this workspace, print `version=X.Y.Z` (for $GITHUB_OUTPUT)
-#   build-env        stamp $VERSION into pyproject.toml and print the image's build arguments as
-#                    KEY=VALUE lines (for $GITHUB_ENV): SOURCE_DATE_EPOCH (commit time, reproducible
-#                    image timestamps), CREATED, GIT_COMMIT, MODEL_VERSION (from the artifact),
-#                    BASE_IMAGE (the Dockerfile's pinned base tag, plus its digest where a docker
-#                    engine with buildx can ask the registry)
+#   build-env        print, for $GITHUB_ENV, SOURCE_DATE_EPOCH (the commit time: reproducible image
+#                    timestamps) and BUILD_ARGS, the image's build arguments one a line as
+#                    `scripts/image.sh build-args` computes them for local builds too (the base
+#                    image by digest, the commit, the model version, ...), then stamp $VERSION into
+#                    pyproject.toml
 #   compare [--preview]
 #                    champion/challenger: artifacts/model/metadata.json against the latest GitHub
 #                    release's metadata.json (or $CHAMPION_METADATA, a path or URL); fails when the new
@@ -26,15 +26,15 @@
 set -euo pipefail
 shopt -s inherit_errexit # failures inside $(...) stop the script too
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+use_tools
 
 MODEL_DIR=${MODEL_DIR:-artifacts/model}
 RELEASE_DIR=${RELEASE_DIR:-build/release}
 CHART_DIR=chart/wine-quality
 OVERRIDE_LABEL=allow-worse-model
-export PATH="$PWD/.tools/bin:$PATH"
 
-log() { echo "release: $*" >&2; }
-die() { log "$*"; exit 1; }
 need() { [ -n "${!1:-}" ] || die "$1 is not set"; }
 
 owner() {
@@ -52,30 +52,15 @@ version() {
 build_env() {
   need VERSION
   [ -f "$MODEL_DIR/metadata.json" ] || die "$MODEL_DIR/metadata.json not found (download the model first)"
-  scripts/version.sh stamp "$VERSION"
-  local epoch
+  local epoch args delimiter
   epoch=$(git log -1 --format=%ct)
+  # Before the stamp below, which would mark the commit -dirty.
+  args=$(SOURCE_DATE_EPOCH=$epoch VERSION=$VERSION MODEL_DIR=$MODEL_DIR scripts/image.sh build-args)
+  scripts/version.sh stamp "$VERSION"
+  # A random delimiter for $GITHUB_ENV's multi-line syntax: no value can end the block early.
+  delimiter=BUILD_ARGS_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   echo "SOURCE_DATE_EPOCH=$epoch"
-  echo "CREATED=$(date -u --date "@$epoch" +%Y-%m-%dT%H:%M:%SZ)"
-  echo "GIT_COMMIT=$(git rev-parse HEAD)"
-  echo "MODEL_VERSION=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' \
-    "$MODEL_DIR/metadata.json")"
-  base_image_by_digest
-}
-
-# The Dockerfile's default base image (a pinned tag) with the digest it names today, so the build
-# cannot silently pick up a re-pushed tag; the tag alone where no docker engine can ask a registry.
-base_image_by_digest() {
-  local base digest
-  base=$(sed -n 's/^ARG BASE_IMAGE=//p' Dockerfile)
-  [ -n "$base" ] || die "Dockerfile has no ARG BASE_IMAGE default"
-  if ! { docker buildx version && docker info; } >/dev/null 2>&1; then
-    echo "BASE_IMAGE=$base"
-    return
-  fi
-  digest=$(docker buildx imagetools inspect --format '{{.Manifest.Digest}}' "$base") \
-    || die "cannot resolve $base to a digest"
-  echo "BASE_IMAGE=$base@$digest"
+  printf 'BUILD_ARGS<<%s\n%s\n%s\n' "$delimiter" "$args" "$delimiter"
 }
 
 # Path or URL of the champion's metadata.json, or nothing when there is no release yet.
@@ -122,7 +107,7 @@ run_compare() {
   local champion=$1
   shift
   rm -f "$RELEASE_DIR/comparison.md"
-  PYTHONPATH=service${PYTHONPATH:+:$PYTHONPATH} python3 -m wine_quality.release \
+  PYTHONPATH=service${PYTHONPATH:+:$PYTHONPATH} python3 -m wine_quality.training.release \
     "$MODEL_DIR/metadata.json" --champion "$champion" --summary "$RELEASE_DIR/comparison.md" "$@"
 }
 

@@ -5,6 +5,8 @@
 # Protocol v2 request, a 422 for bad input and the prediction counter in /metrics.
 # Env: SMOKE_READY_TIMEOUT (seconds to wait for /readyz, default 60).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BASE_URL="${1:-http://127.0.0.1:8080}"
 BASE_URL="${BASE_URL%/}"
@@ -55,14 +57,10 @@ sane_quality() {
 }
 
 echo "waiting up to ${READY_TIMEOUT}s for ${BASE_URL}/readyz"
-deadline=$((SECONDS + READY_TIMEOUT))
-until curl --silent --fail --max-time 2 --output /dev/null "${BASE_URL}/readyz"; do
-    if (( SECONDS >= deadline )); then
-        reason="$(curl --silent --max-time 2 "${BASE_URL}/readyz" || echo 'no answer')"
-        fail "not ready after ${READY_TIMEOUT}s: ${reason:0:300}"
-    fi
-    sleep 1
-done
+if ! wait_for_url "${BASE_URL}/readyz" "$READY_TIMEOUT"; then
+    reason="$(curl --silent --max-time 2 "${BASE_URL}/readyz" || echo 'no answer')"
+    fail "not ready after ${READY_TIMEOUT}s: ${reason:0:300}"
+fi
 echo "ready"
 
 check "single prediction" 200 '"model_version"' POST /predict "$WINE"

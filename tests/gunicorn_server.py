@@ -84,7 +84,7 @@ class GunicornServer:
                 [
                     str(GUNICORN),
                     "-c",
-                    "python:wine_quality.gunicorn_conf",
+                    "python:wine_quality.app.gunicorn_conf",
                     "--bind",
                     f"127.0.0.1:{port}",
                     "wine_quality.app:create_app()",

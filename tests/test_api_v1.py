@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import csv
+import dataclasses
 import io
+import json
 import re
 import shutil
 import warnings
@@ -14,18 +15,18 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 # The seed paper's curl example (first row of the red-wine file).
-from conftest import PAPER_ROW
+from support import PAPER_ROW
 from wine_quality import MODEL_NAME
 from wine_quality.app import create_app
 from wine_quality.app.metrics import observe_many
-from wine_quality.features import (
+from wine_quality.app.settings import Settings
+from wine_quality.core.features import (
     FEATURE_KEYS,
     FEATURE_NAMES,
     FEATURES,
     TARGET_MAXIMUM,
     TARGET_MINIMUM,
 )
-from wine_quality.settings import Settings
 
 WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 OTHER = dict(
@@ -229,7 +230,7 @@ def test_shutdown_turns_readiness_off_but_keeps_serving(make_app):
 
 
 def test_missing_artifact_keeps_the_app_up_with_the_reason(tmp_path):
-    app = create_app(Settings.from_env({}).replace(model_dir=tmp_path / "nothing-here"))
+    app = create_app(Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(tmp_path / "nothing-here")}))
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
@@ -241,14 +242,40 @@ def test_missing_artifact_keeps_the_app_up_with_the_reason(tmp_path):
     assert client.get("/metrics").status_code == 200
 
 
-def test_tampered_artifact_is_refused_with_the_reason(tmp_path, model_dir):
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("target", 5.6, "target must be an object"),
+        ("features", ["x", 1], "features[0] must be an object"),
+        ("data", "oops", "data must be an object"),
+        ("version", "=1+2", "version must be letters, digits"),
+    ],
+)
+def test_wrong_metadata_is_not_ready_with_the_field_named(
+    tmp_path, small_model_dir, field, value, named
+):
+    """Parseable but wrong metadata: the process stays up, nothing half-works."""
     copy = tmp_path / "model"
-    shutil.copytree(model_dir, copy)
+    shutil.copytree(small_model_dir, copy)
+    path = copy / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    client = create_app(Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(copy)})).test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and named in ready.json["error"]["message"]
+    assert client.get("/").status_code == 503
+    assert client.post("/predict", json=WINE).status_code == 503
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_tampered_artifact_is_refused_with_the_reason(tmp_path, small_model_dir):
+    copy = tmp_path / "model"
+    shutil.copytree(small_model_dir, copy)
     model_file = copy / "model.joblib"
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
-    client = create_app(Settings.from_env({}).replace(model_dir=copy)).test_client()
+    client = create_app(Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(copy)})).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert "sha256" in ready.json["error"]["message"]
@@ -308,8 +335,9 @@ def test_openapi_spec_documents_every_v2_route_and_its_404(api_client):
 
 
 def test_openapi_and_docs_describe_the_loaded_models_wine(make_app, loaded_model):
-    white = copy.copy(loaded_model)
-    white.metadata = {**loaded_model.metadata, "wine": "white"}
+    white = dataclasses.replace(
+        loaded_model, facts=dataclasses.replace(loaded_model.facts, wine="white")
+    )
     client = create_app(Settings.from_env({}), model=white).test_client()
     description = client.get("/openapi.json").json["info"]["description"]
     assert description.startswith("Predicts the quality of white wine (0-10) from 11 ")
@@ -325,7 +353,7 @@ def test_docs_page_is_self_contained(api_client):
     for name in FEATURE_NAMES:
         assert name in html
     assert "/v2/models/{model_name}/infer" in html
-    assert "The model name is <code>wine-quality</code>" in html or "`wine-quality`" in html
+    assert "The model name is <code>wine-quality</code>" in html
     assert "http://" not in html and "https://" not in html
     assert "<script" not in html and "<style" not in html
     assert api_client.get("/docs/docs.css").mimetype == "text/css"
@@ -333,7 +361,7 @@ def test_docs_page_is_self_contained(api_client):
 
 @pytest.mark.parametrize("runtime", ["sklearn", "onnx"])
 def test_the_hot_path_emits_no_warnings(model_dir, runtime):
-    from wine_quality.artifact import load_artifact
+    from wine_quality.core.artifact import load_artifact
 
     model = load_artifact(model_dir, runtime)
     if model.runtime != runtime:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import PAPER_ROW
-from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES
+from support import PAPER_ROW
+from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES
 
 ROWS = [
     list(PAPER_ROW),

@@ -16,22 +16,22 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
-from wine_quality.artifact import (
+from wine_quality.core.artifact import (
     METADATA_FILE,
     ArtifactError,
     load_artifact,
     save_artifact,
 )
-from wine_quality.data import load_dataset
-from wine_quality.features import FEATURE_KEYS
-from wine_quality.runtime import ONNX_TOLERANCE
+from wine_quality.core.features import FEATURE_KEYS, FEATURES
+from wine_quality.core.runtime import ONNX_TOLERANCE
+from wine_quality.training.data import load_dataset
 
 
 @pytest.fixture
-def artifact(model_dir: Path, tmp_path: Path) -> Path:
+def artifact(small_model_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the session's trained artifact, free to be damaged."""
     copy = tmp_path / "model"
-    shutil.copytree(model_dir, copy)
+    shutil.copytree(small_model_dir, copy)
     return copy
 
 
@@ -188,7 +188,7 @@ def test_unknown_runtime(model_dir):
 
 def test_auto_falls_back_when_the_artifact_has_no_onnx(artifact, caplog):
     edit_metadata(artifact, lambda m: m.update(runtimes={"onnx": None, "reason": "export failed"}))
-    with caplog.at_level(logging.WARNING, logger="wine_quality.artifact"):
+    with caplog.at_level(logging.WARNING, logger="wine_quality.core.artifact"):
         model = load_artifact(artifact)
     assert model.runtime == "sklearn"
     assert "no ONNX model (export failed)" in model.fallback_reason
@@ -205,7 +205,9 @@ def test_auto_falls_back_when_onnxruntime_is_missing(model_dir, monkeypatch):
     assert "onnxruntime is not available" in refused(model_dir, "onnx")
 
 
-def test_auto_falls_back_when_onnx_does_not_reproduce_the_references(artifact):
+def test_auto_falls_back_when_onnx_does_not_reproduce_the_references(model_dir, tmp_path):
+    artifact = tmp_path / "model"
+    shutil.copytree(model_dir, artifact)
     # Tighter than the float32 output of the tree ensemble can meet: the ONNX check fails.
     edit_metadata(artifact, lambda m: m["runtimes"]["onnx"].update(tolerance=0.0))
     model = load_artifact(artifact)
@@ -231,8 +233,29 @@ def tiny_model() -> tuple[Pipeline, dict]:
             "tolerance": 1e-9,
         },
         "runtimes": {"onnx": None, "reason": "not exported"},
+        **served_facts(X, y),
     }
     return model, metadata
+
+
+def served_facts(X: np.ndarray, y: np.ndarray) -> dict:
+    """The metadata fields the service reads (wine_quality.core.facts), for a hand-made model."""
+    return {
+        "wine": "red",
+        "trained_at": "2026-12-01T00:00:00+00:00",
+        "data": {"rows": len(y), "test_rows": 0},
+        "metrics": {"test": {}},
+        "target": {"mean": float(y.mean())},
+        "features": [
+            {
+                "name": f.name,
+                "train_min": float(X[:, i].min()),
+                "train_max": float(X[:, i].max()),
+                "quantiles": {"0.5": float(np.median(X[:, i]))},
+            }
+            for i, f in enumerate(FEATURES)
+        ],
+    }
 
 
 def test_save_then_load_round_trip(tmp_path):

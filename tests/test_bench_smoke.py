@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require_tool
+from support import REPO, require_tool
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +89,31 @@ def test_benchmark_runs_and_writes_results(
 
     table = (output / "latest.md").read_text()
     assert "| way of serving | LinearRegression |" in table
-    assert "Fast-inference goals" in table
-    assert "PASS" in table or "FAIL" in table
-    assert "not measured" in table
+    assert_goal_rows_match_their_measurements(table, results["goals"])
+
+
+def expected_verdict(goal: dict) -> str:
+    if goal["value"] is None:
+        return "not measured"
+    below = goal["comparison"] == "<"
+    passed = goal["value"] < goal["threshold"] if below else goal["value"] >= goal["threshold"]
+    return "PASS" if passed else "FAIL"
+
+
+def assert_goal_rows_match_their_measurements(table: str, goals: list[dict]) -> None:
+    """One row per goal in the goals table, each with the goal's measured value and exactly one
+    verdict: the one its value earns against its threshold (and the one latest.json records)."""
+    section = table.split("Fast-inference goals:", 1)[1].strip().split("\n\n", 1)[0]
+    rows = [line for line in section.splitlines()[2:] if line.startswith("|")]
+    assert len(rows) == len(goals), section
+    for goal, row in zip(goals, rows, strict=True):
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        assert cells[0].startswith(goal["goal"]), (cells, goal)
+        verdict = expected_verdict(goal)
+        assert cells[-1] == verdict, (row, goal)
+        assert {True: "PASS", False: "FAIL", None: "not measured"}[goal["passed"]] == verdict
+        verdicts = [word for word in ("PASS", "FAIL", "not measured") if word in row]
+        assert verdicts == [verdict], row
+        if goal["value"] is not None:
+            assert cells[1].startswith(f"{goal['value']:.2f}"), (row, goal)
+        assert cells[2] == f"{goal['comparison']} {goal['threshold']:g}", row

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, BuiltImage, require_tool
+from support import REPO, BuiltImage, require_tool
 
 E2E = REPO / "scripts/e2e.sh"
 IMAGE = "ghcr.io/owner/wine-quality:sha-1234567"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import PAPER_ROW
-from wine_quality.features import FEATURE_NAMES
+from support import PAPER_ROW
+from wine_quality.core.features import FEATURE_NAMES
 
 WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 
@@ -128,8 +128,8 @@ def test_errors_do_not_echo_the_payload(api_client):
 
 def test_model_not_ready_is_503(tmp_path):
     from wine_quality.app import create_app
-    from wine_quality.settings import Settings
+    from wine_quality.app.settings import Settings
 
-    client = create_app(Settings.from_env({}).replace(model_dir=tmp_path)).test_client()
+    client = create_app(Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(tmp_path)})).test_client()
     assert error_of(client.post("/predict", json=WINE), 503)["code"] == "not_ready"
     assert error_of(client.get("/readyz"), 503)["code"] == "not_ready"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wine_quality import features
-from wine_quality.data import load_dataset
-from wine_quality.features import CSV_COLUMNS, FEATURE_KEYS, FEATURE_NAMES, FEATURES, TARGET
+from wine_quality.core import features
+from wine_quality.core.features import CSV_COLUMNS, FEATURE_KEYS, FEATURE_NAMES, FEATURES, TARGET
+from wine_quality.training.data import load_dataset
 
 
 def test_eleven_features_with_unique_names_and_keys():

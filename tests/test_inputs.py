@@ -1,4 +1,4 @@
-"""Parsing and validation of request bodies (wine_quality.inputs): no model needed."""
+"""Parsing and validation of request bodies (wine_quality.app.inputs): no model needed."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from conftest import PAPER_ROW
-from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES, FEATURES
-from wine_quality.inputs import (
+from support import PAPER_ROW
+from wine_quality.app.inputs import (
     MAX_DETAILS,
     InputError,
-    TrainingRange,
     parse_csv,
     rows_from_json,
     rows_from_records,
     validate_rows,
 )
+from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES, FEATURES
 
 WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 ROW = list(WINE.values())
@@ -246,25 +245,3 @@ def test_csv_row_limit_is_413():
     with pytest.raises(InputError) as caught:
         parse_csv(body, max_rows=10)
     assert caught.value.status == 413
-
-
-# ---------------------------------------------------------------- training range
-
-
-def test_training_range_warns_per_row_and_cell():
-    metadata = {
-        "features": [{"name": f.name, "train_min": 1.0, "train_max": 2.0} for f in FEATURES]
-    }
-    training_range = TrainingRange(metadata)
-    rows = np.array([[1.5] * 11, [1.5] * 10 + [2.5], [0.5] + [1.5] * 10])
-    warnings = training_range.warnings(rows)
-    assert warnings[0] == []
-    assert warnings[1] == [
-        "alcohol 2.5 is above the training range [1, 2]; the prediction is less reliable"
-    ]
-    assert warnings[2][0].startswith("fixed acidity 0.5 is below the training range")
-    assert training_range.outside(rows).sum() == 2
-
-
-def test_training_range_without_metadata_never_warns():
-    assert TrainingRange({}).warnings(np.array([ROW])) == [[]]

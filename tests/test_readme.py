@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from wine_quality.settings import SETTINGS, markdown_table
+from wine_quality.app.settings import SETTINGS, markdown_table
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -18,8 +18,8 @@ def between(marker: str) -> str:
 
 def test_configuration_table_is_generated_from_the_settings():
     assert between("settings-table") == markdown_table(), (
-        "README configuration table is stale; paste the output of "
-        "`python -c 'from wine_quality.settings import markdown_table; print(markdown_table())'`"
+        "README configuration table is stale; paste the output of `python -c "
+        "'from wine_quality.app.settings import markdown_table; print(markdown_table())'`"
     )
     assert len(SETTINGS) == between("settings-table").count("\n| `")
 

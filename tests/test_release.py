@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wine_quality import cli, release
+from wine_quality import cli
+from wine_quality.training import release
 
 
 def metadata(rmse: float = 0.60, mae: float = 0.46, r2: float = 0.40, **extra) -> dict:
@@ -162,7 +163,7 @@ def test_champion_from_a_url(http_root, capsys):
 
 
 def test_gate_knows_every_held_out_metric_training_writes():
-    from wine_quality.train import score
+    from wine_quality.training.train import score
 
     written = score(np.array([5.0, 6.0, 7.0]), np.array([5.2, 5.5, 7.9]))
     assert set(written) == set(release.HIGHER_IS_BETTER)

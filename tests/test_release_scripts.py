@@ -1,20 +1,22 @@
 """The release job's scripts, run for real: scripts/version.sh (the next version from pyproject.toml
-and git tags) and the parts of scripts/release.sh that need no GitHub (compare, package-chart,
-notes)."""
+and git tags) and the parts of scripts/release.sh that need no GitHub (build-env, compare,
+package-chart, notes)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, require_tool
+from support import REPO, require_tool
 
 
 def git(repo: Path, *args: str) -> None:
@@ -157,6 +159,70 @@ def test_release_compare(tmp_path, new_rmse, flags, env, status, expected):
     report = (tmp_path / "release/comparison.md").read_text()
     assert expected in report
     assert summary.read_text() == report
+
+
+def test_build_env_hands_ci_the_build_arguments_of_local_builds(project):
+    """build-env prints, for $GITHUB_ENV, the commit time and BUILD_ARGS: what `scripts/image.sh
+    build-args` computes (one value for every ARG of the Dockerfile), taken before the version stamp
+    so that the stamp does not mark the commit -dirty."""
+    for script in ("release.sh", "image.sh", "lib.sh"):
+        shutil.copy2(REPO / "scripts" / script, project / "scripts" / script)
+    shutil.copy2(REPO / "Dockerfile", project / "Dockerfile")
+    artifact(project / "artifacts/model", 0.6)
+    git(project, "add", "--all")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "m")
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("GITHUB_")}
+    environ.update(
+        CONTAINER_ENGINE="podman",
+        BASE_IMAGE="registry.example/python@sha256:" + "b" * 64,
+        GITHUB_SERVER_URL="https://github.com",
+        GITHUB_REPOSITORY="owner/wine-quality",
+    )
+
+    def run(*args: str, **env: str) -> str:
+        result = subprocess.run(
+            [project / "scripts" / args[0], *args[1:]],
+            capture_output=True,
+            text=True,
+            env={**environ, **env},
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    output = run("release.sh", "build-env", VERSION="1.2.3")
+    match = re.fullmatch(
+        r"SOURCE_DATE_EPOCH=(\d+)\nBUILD_ARGS<<(\w+)\n(.*)\n\2\n", output, re.DOTALL
+    )
+    assert match, output
+    epoch, args = (
+        int(match.group(1)),
+        dict(line.split("=", 1) for line in match.group(3).split("\n")),
+    )
+    head = subprocess.run(
+        ["git", "-C", str(project), "log", "-1", "--format=%H %ct"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    dockerfile_args = re.findall(r"^ARG (\w+)", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert sorted(args) == sorted(set(dockerfile_args))
+    assert args == {
+        "BASE_IMAGE": environ["BASE_IMAGE"],
+        "MODEL_DIR": "artifacts/model",
+        "VERSION": "1.2.3",
+        "GIT_COMMIT": head[0],
+        "MODEL_VERSION": "0.1.0+r0.6",
+        "CREATED": datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "SOURCE": "https://github.com/owner/wine-quality",
+    }
+    assert epoch == int(head[1])
+    assert 'version = "1.2.3"' in (project / "pyproject.toml").read_text()
+    # The same computation for a local build, now that the stamp changed a tracked file.
+    local = dict(line.split("=", 1) for line in run("image.sh", "build-args").splitlines())
+    assert local["GIT_COMMIT"] == f"{head[0]}-dirty"
+    assert local["VERSION"] == "1.2.3"
+    assert local.keys() == args.keys()
 
 
 def test_release_compare_without_a_model_says_so(tmp_path):

@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from wine_quality import runtime
 from wine_quality.app import create_app
-from wine_quality.artifact import load_artifact
-from wine_quality.data import file_name, load_dataset
-from wine_quality.features import FEATURE_KEYS, FEATURE_NAMES
-from wine_quality.settings import Settings
+from wine_quality.app.settings import Settings
+from wine_quality.core import runtime
+from wine_quality.core.artifact import load_artifact
+from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES
+from wine_quality.training.data import file_name, load_dataset
 
 pytestmark = pytest.mark.slow
 

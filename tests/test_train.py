@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from wine_quality.artifact import load_artifact
-from wine_quality.data import SHA256, load_dataset
-from wine_quality.features import CSV_COLUMNS, FEATURE_KEYS, FEATURE_NAMES, FEATURES
-from wine_quality.train import BASELINE, CANDIDATES, score, split
+from wine_quality.core.artifact import load_artifact
+from wine_quality.core.features import CSV_COLUMNS, FEATURE_KEYS, FEATURE_NAMES, FEATURES
+from wine_quality.training.data import SHA256, load_dataset
+from wine_quality.training.train import BASELINE, CANDIDATES, score, split
 
 METRICS = {"rmse", "mae", "r2", "within_0_5", "within_1"}
 # A quick configuration for the tests that train several times (the full run is `model_dir`).
@@ -322,7 +322,7 @@ def test_white_wine_through_the_option(tmp_path, data_source):
 
 
 def test_help_lists_every_command_and_serve_lists_every_setting():
-    from wine_quality.settings import SETTINGS
+    from wine_quality.app.settings import SETTINGS
 
     top = subprocess.run(
         [sys.executable, "-m", "wine_quality.cli", "--help"],
@@ -351,4 +351,4 @@ def test_serve_runs_the_gunicorn_of_this_environment():
     assert Path(command[0]).parent == Path(sys.executable).parent
     assert Path(command[0]).is_file()
     app = "wine_quality.app:create_app()"
-    assert command[1:] == ["-c", "python:wine_quality.gunicorn_conf", app]
+    assert command[1:] == ["-c", "python:wine_quality.app.gunicorn_conf", app]

@@ -7,8 +7,8 @@ tests/browser/ drive the same page through gunicorn and Chromium.
 from __future__ import annotations
 
 import base64
-import copy
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -25,10 +25,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from wine_quality.app import create_app
-from wine_quality.artifact import LoadedModel
-from wine_quality.features import FEATURES
-from wine_quality.settings import Settings
-from wine_quality.web.security import COOKIE_NAME, CSRFError, CsrfTokens
+from wine_quality.app.settings import Settings
+from wine_quality.app.web.csrf import COOKIE_NAME, CSRFError, CsrfTokens
+from wine_quality.core.artifact import LoadedModel
+from wine_quality.core.features import FEATURES
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -39,17 +39,17 @@ def model(loaded_model: LoadedModel) -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def settings(model_dir: Path) -> Settings:
-    return Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(model_dir)})
+def settings(small_model_dir: Path) -> Settings:
+    return Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(small_model_dir)})
 
 
-def make_app(settings: Settings, model: LoadedModel, **changes: object) -> Flask:
-    return create_app(settings.replace(**changes), model=model)
+def build_app(settings: Settings, model: LoadedModel, **changes: object) -> Flask:
+    return create_app(dataclasses.replace(settings, **changes), model=model)
 
 
 @pytest.fixture(scope="module")
 def app(settings: Settings, model: LoadedModel) -> Flask:
-    return make_app(settings, model)
+    return build_app(settings, model)
 
 
 @pytest.fixture
@@ -194,8 +194,7 @@ def test_server_side_validation_names_each_bad_field(client, red_rows) -> None:
 
 
 def test_the_page_names_the_models_wine_and_grade_scale(settings, model) -> None:
-    white = copy.copy(model)
-    white.metadata = {**model.metadata, "wine": "white"}
+    white = dataclasses.replace(model, facts=dataclasses.replace(model.facts, wine="white"))
     text = text_of(create_app(settings, model=white).test_client().get("/"))
     assert "Enter the lab measurements of a white wine." in text
     assert "the grade tasters would give (0\u201310)" in text  # en dash
@@ -255,8 +254,8 @@ def test_without_a_key_each_app_signs_with_its_own_random_key(
     service_log = logging.getLogger("wine_quality")  # it does not propagate to the root logger
     service_log.addHandler(caplog.handler)
     try:
-        first = make_app(settings, model).test_client()
-        second = make_app(settings, model).test_client()
+        first = build_app(settings, model).test_client()
+        second = build_app(settings, model).test_client()
     finally:
         service_log.removeHandler(caplog.handler)
     response = post_with_token_of(first, second, red_rows[0])
@@ -273,14 +272,14 @@ def test_without_a_key_each_app_signs_with_its_own_random_key(
 
 def test_apps_sharing_a_key_accept_each_others_tokens(settings, model, red_rows) -> None:
     """Two app instances (as in two gunicorn workers or two replicas) with the same key agree."""
-    first = make_app(settings, model, secret_key="shared key").test_client()
-    second = make_app(settings, model, secret_key="shared key").test_client()
+    first = build_app(settings, model, secret_key="shared key").test_client()
+    second = build_app(settings, model, secret_key="shared key").test_client()
     assert post_with_token_of(first, second, red_rows[0]).status_code == 200
 
 
 def test_a_configured_secret_key_signs_the_tokens(settings, model, red_rows) -> None:
-    keyed = make_app(settings, model, secret_key="one key").test_client()
-    other = make_app(settings, model, secret_key="another key").test_client()
+    keyed = build_app(settings, model, secret_key="one key").test_client()
+    other = build_app(settings, model, secret_key="another key").test_client()
     token = token_of(keyed)
     assert keyed.post("/", data=form_for(red_rows[0], token)).status_code == 200
     other.set_cookie(COOKIE_NAME, keyed.get_cookie(COOKIE_NAME).value)
@@ -289,7 +288,7 @@ def test_a_configured_secret_key_signs_the_tokens(settings, model, red_rows) -> 
 
 GUNICORN_MASTER = """
 import json, os
-from wine_quality import gunicorn_conf
+from wine_quality.app import gunicorn_conf
 
 class Server:
     warnings = []
@@ -430,14 +429,14 @@ def test_a_bad_value_is_named_by_line_and_column(client, red_rows) -> None:
 
 
 def test_too_many_rows_are_refused_with_the_limit(settings, model, red_csv) -> None:
-    client = make_app(settings, model, max_batch_rows=100).test_client()
+    client = build_app(settings, model, max_batch_rows=100).test_client()
     response = upload(client, red_csv)
     assert response.status_code == 413
     assert "Batch has 1599 rows; the limit is 100" in text_of(response)
 
 
 def test_an_upload_above_the_body_limit_gets_a_readable_413(settings, model, red_csv) -> None:
-    client = make_app(settings, model, max_body_bytes=20_000).test_client()
+    client = build_app(settings, model, max_body_bytes=20_000).test_client()
     response = upload(client, red_csv)
     assert response.status_code == 413
     assert response.mimetype == "text/html"
@@ -502,7 +501,7 @@ def test_uploads_are_parsed_in_memory(settings, model, red_rows, monkeypatch) ->
     rows = np.tile(red_rows, (6, 1)) + 1e-9  # 9,594 rows with long numbers: about 1.5 MB
     content = csv_text(rows, [f.name for f in FEATURES], ";")
     assert len(content) > 600_000
-    response = upload(make_app(settings, model).test_client(), content)
+    response = upload(build_app(settings, model).test_client(), content)
     assert response.status_code == 200
     assert f'<strong id="row-count">{len(rows)}</strong>' in response.get_data(as_text=True)
 
@@ -516,13 +515,13 @@ def test_reloading_a_result_url_leads_back_to_the_upload_form(client) -> None:
 def test_an_unexpected_failure_gets_an_html_page_not_a_trace(
     settings, model, red_csv, monkeypatch
 ) -> None:
-    import wine_quality.web.views
+    import wine_quality.app.web.views
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(wine_quality.web.views, "parse_csv", broken)
-    client = make_app(settings, model).test_client()
+    monkeypatch.setattr(wine_quality.app.web.views, "parse_csv", broken)
+    client = build_app(settings, model).test_client()
     response = upload(client, red_csv)
     assert response.status_code == 500
     assert response.mimetype == "text/html"

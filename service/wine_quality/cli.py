@@ -9,8 +9,10 @@ import os
 import sys
 from pathlib import Path
 
-from wine_quality import __version__, release, settings
-from wine_quality.features import FEATURES
+from wine_quality import __version__
+from wine_quality.app import settings
+from wine_quality.core.features import FEATURES
+from wine_quality.core.runtime import RUNTIMES
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # the artifact cannot be loaded or written
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_predict(commands)
     _add_serve(commands)
+    from wine_quality.training import release
+
     release.register(commands)  # compare: champion/challenger before a release
     return parser
 
@@ -60,7 +64,7 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def _add_data(commands: argparse._SubParsersAction) -> None:
-    from wine_quality.data import SHA256, SOURCE_ENV, UCI_BASE_URL, WINES
+    from wine_quality.training.data import SHA256, SOURCE_ENV, UCI_BASE_URL, WINES
 
     checksums = "\n".join(f"  {name}  {digest}" for name, digest in SHA256.items())
     command = commands.add_parser(
@@ -93,7 +97,7 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from wine_quality.data import WINES, DataError, fetch
+    from wine_quality.training.data import WINES, DataError, fetch
 
     wines = WINES if args.wine == "all" else (args.wine,)
     try:
@@ -110,8 +114,8 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    from wine_quality.data import WINES
-    from wine_quality.train import BASELINE, CANDIDATES
+    from wine_quality.training.data import WINES
+    from wine_quality.training.train import BASELINE, CANDIDATES
 
     command = commands.add_parser(
         "train",
@@ -183,9 +187,9 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from wine_quality.artifact import ArtifactError
-    from wine_quality.data import DataError
-    from wine_quality.train import QualityGateError, TrainConfig, summary, train
+    from wine_quality.core.artifact import ArtifactError
+    from wine_quality.training.data import DataError
+    from wine_quality.training.train import QualityGateError, TrainConfig, summary, train
 
     config = TrainConfig(
         data_dir=args.data_dir,
@@ -242,7 +246,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     )
     command.add_argument(
         "--runtime",
-        choices=settings.RUNTIMES,
+        choices=RUNTIMES,
         default="auto",
         help="inference runtime (default: auto = ONNX when available)",
     )
@@ -255,7 +259,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
 
 
 def _read_rows(text: str):
-    from wine_quality.inputs import parse_csv, rows_from_json, rows_from_records
+    from wine_quality.app.inputs import parse_csv, rows_from_json, rows_from_records
 
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
@@ -267,8 +271,8 @@ def _read_rows(text: str):
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from wine_quality.artifact import ArtifactError, load_artifact
-    from wine_quality.inputs import InputError, validate_rows
+    from wine_quality.app.inputs import InputError, validate_rows
+    from wine_quality.core.artifact import ArtifactError, load_artifact
 
     source = "<stdin>" if args.input == "-" else args.input
     try:
@@ -329,7 +333,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         formatter_class=_formatter,
         help="serve the model over HTTP with gunicorn",
         description="Run gunicorn with the project's configuration: "
-        "gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'",
+        "gunicorn -c python:wine_quality.app.gunicorn_conf 'wine_quality.app:create_app()'",
         epilog=f"Configuration (environment variables):\n{listing}",
     )
     command.add_argument(
@@ -337,7 +341,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
     command.add_argument("--port", type=int, help="TCP port (sets PORT)")
     command.add_argument(
-        "--runtime", choices=settings.RUNTIMES, help="inference runtime (sets WINE_QUALITY_RUNTIME)"
+        "--runtime", choices=RUNTIMES, help="inference runtime (sets WINE_QUALITY_RUNTIME)"
     )
     command.set_defaults(handler=_run_serve)
 
@@ -347,7 +351,7 @@ def gunicorn_command() -> list[str]:
     return [
         str(gunicorn),
         "-c",
-        "python:wine_quality.gunicorn_conf",
+        "python:wine_quality.app.gunicorn_conf",
         "wine_quality.app:create_app()",
     ]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, require_tool
 from gunicorn_server import GunicornServer
-from wine_quality.artifact import LoadedModel
-from wine_quality.features import FEATURES
+from support import REPO, require_tool
+from wine_quality.core.artifact import LoadedModel, load_artifact
+from wine_quality.core.features import FEATURES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -112,9 +112,10 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(loaded_model: LoadedModel) -> LoadedModel:
-    """The artifact as `load_artifact` loads it: the reference for what the page shows."""
-    return loaded_model
+def model(model_dir: Path) -> LoadedModel:
+    """The served artifact as `load_artifact` loads it: the reference for what the page shows
+    (the promoted model, as in the screenshots in docs/images)."""
+    return load_artifact(model_dir)
 
 
 @pytest.fixture(scope="module")

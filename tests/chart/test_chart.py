@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, require_tool
-from wine_quality.features import FEATURE_KEYS
-from wine_quality.settings import SETTINGS
+from support import REPO, require_tool
+from wine_quality.app.settings import SETTINGS
+from wine_quality.core.features import FEATURE_KEYS
 
 CHART = REPO / "chart" / "wine-quality"
 RELEASE = "wine"
@@ -211,6 +211,145 @@ def test_image_repository_tag_digest_and_pull_policy_from_values():
     )
     assert container(docs)["image"] == f"registry.example.com/ml/wine:9.9.9@{digest}"
     assert container(docs)["imagePullPolicy"] == "Always"
+
+
+@pytest.mark.parametrize(
+    ("registry", "repository", "expected"),
+    [
+        # The registry named in the repository is replaced ...
+        ("registry.example.com", None, "registry.example.com/wine-quality/wine-quality"),
+        (
+            "mirror.example.com:5000/ghcr/",
+            None,
+            "mirror.example.com:5000/ghcr/wine-quality/wine-quality",
+        ),
+        ("registry.example.com", "localhost/wine-quality", "registry.example.com/wine-quality"),
+        ("registry.example.com", "quay.example.org:8443/ml/wine", "registry.example.com/ml/wine"),
+        # ... and a repository without one gets it in front.
+        ("registry.example.com", "ml/wine", "registry.example.com/ml/wine"),
+        ("registry.example.com", "wine", "registry.example.com/wine"),
+    ],
+)
+def test_global_image_registry_replaces_the_registry_of_the_image(registry, repository, expected):
+    digest = "sha256:" + "cd" * 32
+    args = ["--set", f"global.imageRegistry={registry}", "--set", f"image.digest={digest}"]
+    if repository:
+        args += ["--set", f"image.repository={repository}"]
+    docs = render(*args, "--set", "image.tag=1.2.3")
+    assert container(docs)["image"] == f"{expected}:1.2.3@{digest}"
+
+
+def test_global_image_registry_applies_to_the_helm_test_image_too():
+    def test_image(*args: str) -> str:
+        return one(render(*args), "Pod")["spec"]["containers"][0]["image"]
+
+    assert test_image() == "docker.io/curlimages/curl:8.17.0"
+    assert (
+        test_image("--set", "global.imageRegistry=registry.example.com")
+        == "registry.example.com/curlimages/curl:8.17.0"
+    )
+
+
+def test_global_image_registry_of_a_parent_chart_reaches_the_subchart(tmp_path):
+    # Helm hands a parent chart's `global` values to every chart under its charts/ folder.
+    parent = tmp_path / "platform"
+    shutil.copytree(CHART, parent / "charts" / "wine-quality")
+    (parent / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: platform\nversion: 1.0.0\nkubeVersion: '>=1.30.0-0'\n"
+    )
+    (parent / "values.yaml").write_text(
+        "global:\n  imageRegistry: mirror.example.com\n  otherParentSetting: kept\n"
+    )
+    result = run_helm(chart=parent)
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container(docs)["image"] == f"mirror.example.com/wine-quality/wine-quality:{app_version}"
+
+
+def test_global_image_registry_must_be_a_registry_not_a_url():
+    assert "imageRegistry" in render_error(
+        "--set", "global.imageRegistry=https://registry.example.com"
+    )
+
+
+# --- labels: what rolls the pods ---------------------------------------------------------------
+
+
+def render_chart_at(tmp_path: Path, version: str, app_version: str, *args: str) -> list[dict]:
+    """The chart rendered as released at `version` / `app_version` (a copy, Chart.yaml edited)."""
+    chart = tmp_path / f"wine-quality-{version}-{app_version}"
+    shutil.copytree(CHART, chart)
+    chart_yaml = chart / "Chart.yaml"
+    text = chart_yaml.read_text()
+    text, versions = re.subn(r"(?m)^version: .*$", f"version: {version}", text)
+    text, app_versions = re.subn(r"(?m)^appVersion: .*$", f'appVersion: "{app_version}"', text)
+    assert (versions, app_versions) == (1, 1), "Chart.yaml has no version/appVersion line to edit"
+    chart_yaml.write_text(text)
+    result = run_helm(*args, chart=chart)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.mark.parametrize("values_file", [None, "all-on-values.yaml"])
+def test_chart_bump_keeps_the_pod_template_and_so_the_pods(tmp_path, values_file):
+    # The image pinned (as a release of a new chart with the same image would): nothing the pods
+    # run changes, so the pod template, and with it the ReplicaSet's pod-template-hash, must not.
+    args = ["--set", "image.tag=1.2.3"]
+    if values_file:
+        args += ["--values", str(CHART / "ci" / values_file)]
+    old = one(render_chart_at(tmp_path, "0.1.0", "0.1.0", *args), "Deployment")
+    new = one(render_chart_at(tmp_path, "0.2.0", "0.2.0", *args), "Deployment")
+
+    assert new["spec"]["template"] == old["spec"]["template"]
+    # The Deployment object itself still says which chart made it.
+    assert old["metadata"]["labels"]["helm.sh/chart"] == "wine-quality-0.1.0"
+    assert new["metadata"]["labels"]["helm.sh/chart"] == "wine-quality-0.2.0"
+
+
+def test_app_version_bump_changes_only_the_image_of_the_pod_template(tmp_path):
+    # With the tag left to appVersion, a new appVersion is a new image: that, and only that, rolls.
+    old = one(render_chart_at(tmp_path, "0.1.0", "0.1.0"), "Deployment")
+    new = one(render_chart_at(tmp_path, "0.2.0", "0.2.0"), "Deployment")
+    old_container = old["spec"]["template"]["spec"]["containers"][0]
+    new_container = new["spec"]["template"]["spec"]["containers"][0]
+    assert (old_container["image"], new_container["image"]) == (
+        "ghcr.io/wine-quality/wine-quality:0.1.0",
+        "ghcr.io/wine-quality/wine-quality:0.2.0",
+    )
+    new_container["image"] = old_container["image"]
+    assert new["spec"]["template"] == old["spec"]["template"]
+    assert old["metadata"]["labels"]["app.kubernetes.io/version"] == "0.1.0"
+    assert new["metadata"]["labels"]["app.kubernetes.io/version"] == "0.2.0"
+
+
+def test_pod_labels_are_the_selector_plus_common_and_pod_labels():
+    docs = render(
+        "--values",
+        str(CHART / "ci" / "all-on-values.yaml"),  # commonLabels team=ml, podLabels tier=model
+        "--set",
+        "podLabels.team=serving",
+        "--set",
+        "podLabels.app\\.kubernetes\\.io/instance=not-the-release",
+    )
+    deployment = one(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()  # a podLabels entry cannot break the selector
+    assert one(docs, "Service")["spec"]["selector"].items() <= pod_labels.items()
+    assert {k: v for k, v in pod_labels.items() if k not in selector} == {
+        "app.kubernetes.io/managed-by": "Helm",
+        "app.kubernetes.io/part-of": "wine-quality",
+        "team": "serving",  # podLabels win over commonLabels
+        "tier": "model",
+    }
+    # Every other resource keeps the full set, chart and version included.
+    for doc in docs:
+        if doc["kind"] != "Pod":
+            assert {"helm.sh/chart", "app.kubernetes.io/version"} <= doc["metadata"][
+                "labels"
+            ].keys()
+            assert doc["metadata"]["labels"]["team"] == "ml"
 
 
 def test_settings_reach_the_container_environment():
@@ -558,7 +697,7 @@ def test_schema_rejects_a_bad_enum_value():
 
 
 def test_schema_accepts_global_values_from_a_parent_chart():
-    render("--set", "global.imageRegistry=registry.example.com")
+    render("--set", "global.imageRegistry=registry.example.com", "--set", "global.anything=else")
 
 
 def test_schema_covers_every_key_of_values_yaml():

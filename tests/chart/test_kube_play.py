@@ -18,7 +18,7 @@ import sys
 
 import yaml
 
-from conftest import REPO, require_tool
+from support import REPO, require_tool
 
 KUBE_PLAY = REPO / "scripts" / "kube-play.sh"
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import PAPER_ROW
 from gunicorn_server import GunicornServer
-from wine_quality.features import FEATURE_NAMES
+from support import PAPER_ROW
+from wine_quality.core.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +31,10 @@ WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
 
 @pytest.fixture(scope="module")
 def four_workers(
-    model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornServer]:
     server = GunicornServer.start(
-        model_dir,
+        small_model_dir,
         tmp_path_factory.mktemp("gunicorn"),
         GUNICORN_WORKERS="4",
         GUNICORN_SHUTDOWN_DELAY="0",
@@ -159,10 +159,10 @@ def slow_upload(url: str, body: bytes, pieces: int, pause: float, result: dict) 
 
 
 def test_sigterm_turns_readiness_off_first_and_finishes_the_batch(
-    model_dir: Path, tmp_path: Path, data_source: Path
+    small_model_dir: Path, tmp_path: Path, data_source: Path
 ):
     server = GunicornServer.start(
-        model_dir,
+        small_model_dir,
         tmp_path,
         GUNICORN_WORKERS="2",
         GUNICORN_SHUTDOWN_DELAY="1",

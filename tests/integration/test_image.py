@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, BuiltImage, project_version, require_tool
+from support import REPO, BuiltImage, project_version, require_tool
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -100,7 +100,7 @@ def test_image_runs_gunicorn_as_uid_10001_on_port_8080(inspected: dict):
     assert config["Entrypoint"] == [
         "/opt/venv/bin/gunicorn",
         "-c",
-        "python:wine_quality.gunicorn_conf",
+        "python:wine_quality.app.gunicorn_conf",
     ]
     assert config["Cmd"] == ["wine_quality.app:create_app()"]
     env = dict(item.split("=", 1) for item in config["Env"])

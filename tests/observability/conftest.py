@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, require_tool
+from support import REPO, require_tool
 
 CHART = REPO / "chart" / "wine-quality"
 DASHBOARD = CHART / "dashboards" / "wine-quality.json"

@@ -29,9 +29,9 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO, require_tool
 from gunicorn_server import GunicornServer, free_port, stop_process
-from wine_quality.features import FEATURE_NAMES, FEATURES, resolve
+from support import REPO, require_tool
+from wine_quality.core.features import FEATURE_NAMES, FEATURES, resolve
 
 from .conftest import (
     DASHBOARD,
@@ -306,14 +306,14 @@ def start_prometheus(
 
 
 @pytest.fixture(scope="module")
-def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_tool("prometheus")
     folder = tmp_path_factory.mktemp("scrape")
     job, path = chart_scrape_job()
     rules = write_rule_file(prometheus_rule(), folder / "rules.yaml")
-    metadata = json.loads((model_dir / "metadata.json").read_text())
+    metadata = json.loads((small_model_dir / "metadata.json").read_text())
     service = GunicornServer.start(
-        model_dir, folder, GUNICORN_WORKERS=str(WORKERS), GUNICORN_SHUTDOWN_DELAY="0"
+        small_model_dir, folder, GUNICORN_WORKERS=str(WORKERS), GUNICORN_SHUTDOWN_DELAY="0"
     )
     traffic = Traffic()
     for status, count in service.readiness_probes.items():  # the service counted these too

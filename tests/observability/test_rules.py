@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, require_tool
+from support import REPO, require_tool
 
 from .conftest import PROMTOOL_TESTS, alert_names, of_kind, prometheus_rule, render, write_rule_file
 

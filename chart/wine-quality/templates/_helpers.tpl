@@ -30,7 +30,7 @@ Chart name and version, for the helm.sh/chart label.
 {{- end }}
 
 {{/*
-Labels of every resource.
+Labels of every resource (not of the pods: see wine-quality.podLabels).
 */}}
 {{- define "wine-quality.labels" -}}
 helm.sh/chart: {{ include "wine-quality.chart" . }}
@@ -39,6 +39,23 @@ app.kubernetes.io/version: {{ include "wine-quality.imageTag" . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: wine-quality
 {{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the Deployment's pod template: the selector labels and the labels that stay the same
+when the chart or its appVersion changes, plus `commonLabels` and `podLabels` (podLabels win).
+No `helm.sh/chart` or `app.kubernetes.io/version`: any change to the template rolls every pod,
+and a chart bump alone should not (the image, which does change with the appVersion, rolls them
+anyway). The chart's own keys cannot be overridden, so the selector always matches.
+*/}}
+{{- define "wine-quality.podLabels" -}}
+{{- $extra := merge (dict) (.Values.podLabels | default dict) (.Values.commonLabels | default dict) }}
+{{- include "wine-quality.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: wine-quality
+{{- with omit $extra "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/managed-by" "app.kubernetes.io/part-of" }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
@@ -70,14 +87,45 @@ Image tag: the value, else the chart's appVersion (the project version).
 {{- end }}
 
 {{/*
-Image reference: repository:tag, or repository:tag@digest when a digest is pinned.
+An image repository with `global.imageRegistry` applied, called with
+(dict "repository" REPOSITORY "context" $). The repositories name their registry
+(ghcr.io/wine-quality/wine-quality); `global.imageRegistry`, when set, replaces that registry, as
+it overrides `image.registry` in Bitnami and prometheus-community charts, so one value points every
+image of the chart (and of a parent chart) at a mirror. The registry is the first path component
+when it contains "." or ":" or is "localhost" (Docker's rule); a repository without one gets the
+registry put in front.
+*/}}
+{{- define "wine-quality.imageRepository" -}}
+{{- $repository := .repository }}
+{{- with dig "imageRegistry" "" (.context.Values.global | default dict) }}
+{{- $parts := splitList "/" $repository }}
+{{- $host := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $host) (contains ":" $host) (eq $host "localhost")) }}
+{{- $repository = rest $parts | join "/" }}
+{{- end }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
+{{- $repository }}
+{{- end }}
+
+{{/*
+Image reference of the service: repository:tag, or repository:tag@digest when a digest is pinned.
 */}}
 {{- define "wine-quality.image" -}}
-{{- $ref := printf "%s:%s" .Values.image.repository (include "wine-quality.imageTag" .) }}
+{{- $repository := include "wine-quality.imageRepository" (dict "repository" .Values.image.repository "context" .) }}
+{{- $ref := printf "%s:%s" $repository (include "wine-quality.imageTag" .) }}
 {{- if .Values.image.digest }}
 {{- $ref = printf "%s@%s" $ref .Values.image.digest }}
 {{- end }}
 {{- $ref }}
+{{- end }}
+
+{{/*
+Image reference of the `helm test` pod.
+*/}}
+{{- define "wine-quality.testImage" -}}
+{{- $repository := include "wine-quality.imageRepository" (dict "repository" .Values.tests.image.repository "context" .) }}
+{{- printf "%s:%s" $repository (.Values.tests.image.tag | toString) }}
 {{- end }}
 
 {{/*
@@ -145,7 +193,7 @@ The base64 value of the CSRF key in the chart's Secret: the installed Secret's (
 {{- end }}
 
 {{/*
-The service's environment (names from wine_quality.settings.SETTINGS), rendered into the ConfigMap.
+The service's environment (names from wine_quality.app.settings.SETTINGS), rendered into the ConfigMap.
 */}}
 {{- define "wine-quality.env" -}}
 PORT: {{ .Values.containerPort | quote }}

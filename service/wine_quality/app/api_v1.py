@@ -9,8 +9,6 @@ POST /v1/predict (and /predict, the seed paper's URL) accepts
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
@@ -18,9 +16,9 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from wine_quality.app.errors import APIError
-from wine_quality.app.state import Prediction, state
-from wine_quality.features import FEATURES
-from wine_quality.inputs import InputError, parse_csv, rows_from_json
+from wine_quality.app.inputs import InputError, parse_csv, rows_from_json
+from wine_quality.app.state import state
+from wine_quality.core.features import FEATURES
 
 bp = Blueprint("api_v1", __name__)
 
@@ -48,9 +46,7 @@ def readyz() -> Response:
 @bp.get("/v1/model")
 def model_info() -> Response:
     """The artifact's metadata, with the feature schema (units, bounds, training ranges)."""
-    current = state()
-    current.require_model()
-    model = current.holder.model
+    model = state().require_model()
     metadata = {k: v for k, v in model.metadata.items() if k != "reference"}
     recorded = {f.get("name"): f for f in metadata.get("features", [])}
     metadata["features"] = [
@@ -110,17 +106,6 @@ def _rows_from_request(max_rows: int) -> tuple[np.ndarray, bool]:
     raise APIError(415, f"{shown} is not supported; send application/json or text/csv")
 
 
-def _csv_response(prediction: Prediction) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["quality", "grade", "model_version", "warnings"])
-    version = prediction.model_version
-    for record in prediction.records():
-        warnings = " | ".join(record["warnings"])
-        writer.writerow([record["quality"], record["grade"], version, warnings])
-    return Response(out.getvalue(), mimetype="text/csv")
-
-
 def _wants_csv() -> bool:
     best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
     return best == "text/csv"
@@ -138,7 +123,7 @@ def predict() -> Response:
         raise APIError.from_input_error(exc) from None
     prediction = current.predict(rows)
     if _wants_csv():
-        return _csv_response(prediction)
+        return Response(prediction.csv(), mimetype="text/csv")
     records = prediction.records()
     if single:
         return jsonify(model_version=prediction.model_version, **records[0])

@@ -18,9 +18,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from wine_quality import MODEL_NAME, __version__
 from wine_quality.app.errors import APIError
+from wine_quality.app.inputs import MAX_DETAILS, InputError, too_many_rows, validate_rows
 from wine_quality.app.state import state
-from wine_quality.features import FEATURE_NAMES, FEATURES, index_of, resolve
-from wine_quality.inputs import InputError, too_many_rows, validate_rows
+from wine_quality.core.features import FEATURE_NAMES, FEATURES, index_of, resolve
 
 bp = Blueprint("api_v2", __name__, url_prefix="/v2")
 
@@ -245,7 +245,7 @@ def infer(model_name: str, model_version: str | None = None) -> Response:
         response["id"] = body["id"]
     warnings = [f"row {i}: {w}" for i, ws in enumerate(prediction.warnings) for w in ws]
     if warnings:
-        response["parameters"] = {"warnings": warnings[:100]}
+        response["parameters"] = {"warnings": warnings[:MAX_DETAILS]}
     response["outputs"] = [tensors[n] for n in names]
     return jsonify(response)
 

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from wine_quality.inputs import InputError
+from wine_quality.app.inputs import InputError
 
 log = logging.getLogger(__name__)
 

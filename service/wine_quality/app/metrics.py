@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
-from wine_quality.features import FEATURES
-from wine_quality.model_holder import ModelHolder
+from wine_quality.app.holder import ModelHolder
+from wine_quality.core.features import FEATURES
 
 QUALITY_BUCKETS = (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 9.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000)
@@ -141,9 +141,7 @@ def init_metrics(app: Flask, holder: ModelHolder) -> ServiceMetrics:
         metrics.model_info.labels(
             version=model.version, algorithm=model.algorithm, runtime=model.runtime
         ).set(1)
-        target_mean = model.metadata.get("target", {}).get("mean")
-        if target_mean is not None:
-            metrics.training_target_mean.set(float(target_mean))
+        metrics.training_target_mean.set(model.facts.target_mean)
         if model.fallback_reason:
             metrics.runtime_fallback.inc()
     return metrics

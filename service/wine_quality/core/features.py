@@ -11,6 +11,7 @@ metadata) is narrower; values between the two are served with a warning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -25,6 +26,15 @@ class Feature:
 
     def in_bounds(self, value: float) -> bool:
         return self.minimum <= value <= self.maximum
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` cannot be a measurement of this feature, or None when it can."""
+        if not math.isfinite(value):
+            return "must be a finite number (not NaN or infinity)"
+        if self.in_bounds(value):
+            return None
+        bounds = f"[{self.minimum:g}, {self.maximum:g}] {self.unit}"
+        return f"{value:g} is outside the physical bounds {bounds}"
 
 
 FEATURES: tuple[Feature, ...] = (

@@ -1,4 +1,4 @@
-"""Security of the web page: CSRF tokens for its forms, and the headers of every response.
+"""CSRF protection of the web page's forms: the tokens, and the glue the page's routes call.
 
 CSRF uses the signed double-submit pattern, stateless so that every gunicorn worker agrees:
 the browser holds a random nonce in a `SameSite=Strict`, `HttpOnly` cookie, and every form carries
@@ -7,7 +7,7 @@ the signature is valid, not expired, and the signed nonce equals the cookie's. A
 neither read the page's token nor make the browser send our cookie, so it cannot forge a post.
 
 The signing key is `WINE_QUALITY_SECRET_KEY`. When that is empty, gunicorn's master makes a random
-one at start, which its workers inherit (wine_quality.gunicorn_conf), and an app built outside
+one at start, which its workers inherit (wine_quality.app.gunicorn_conf), and an app built outside
 gunicorn makes its own (wine_quality.app.create_app): forms then validate only within that server.
 The key is never derived from anything public.
 """
@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Mapping
 
-from flask import Response, request
+from flask import Response, g, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 COOKIE_NAME = "wine_quality_csrf"
@@ -27,30 +27,6 @@ FIELD_NAME = "csrf_token"
 TOKEN_MAX_AGE_SECONDS = 12 * 60 * 60
 _SALT = "wine-quality.web.csrf"
 _NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
-
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    )
-)
-
-SECURITY_HEADERS: Mapping[str, str] = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
-}
-HSTS = "max-age=31536000"
 
 
 class CSRFError(Exception):
@@ -111,10 +87,36 @@ class CsrfTokens:
             )
 
 
-def add_security_headers(response: Response) -> Response:
-    """after_request hook for the whole app. A route that sets its own header keeps it."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.is_secure:
-        response.headers.setdefault("Strict-Transport-Security", HSTS)
-    return response
+# ---------------------------------------------------------------- the page's glue
+
+
+def form_token(key: str) -> str:
+    """The token to put in a form served to this browser (its nonce, signed)."""
+    return CsrfTokens(key).issue(browser_nonce())
+
+
+def browser_nonce() -> str:
+    """This browser's nonce: the one in its cookie, or a new one `set_nonce_cookie` sends."""
+    if "web_csrf_nonce" not in g:
+        cookie = request.cookies.get(COOKIE_NAME)
+        g.web_csrf_new = not is_nonce(cookie)
+        g.web_csrf_nonce = new_nonce() if g.web_csrf_new else cookie
+    return g.web_csrf_nonce
+
+
+def check_form(key: str, form: Mapping[str, str]) -> None:
+    """Pass if the posted form carries a valid token for this browser's cookie; else CSRFError."""
+    CsrfTokens(key).check(request.cookies.get(COOKIE_NAME), form.get(FIELD_NAME))
+
+
+def set_nonce_cookie(response: Response) -> None:
+    """Send the nonce made for this response's forms, if one was made."""
+    if g.get("web_csrf_new"):
+        response.set_cookie(
+            COOKIE_NAME,
+            g.web_csrf_nonce,
+            httponly=True,
+            samesite="Strict",
+            secure=request.is_secure,
+            path="/",
+        )

@@ -15,12 +15,14 @@ only remaining rounding is onnxruntime's float32 output (~2e-7 for a grade near 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .features import FEATURES
+from wine_quality.core.features import FEATURES
 
+RUNTIMES: tuple[str, ...] = ("auto", "onnx", "sklearn")
+"""Inference runtimes: auto (the artifact's fast runtime when it verifies, else scikit-learn)."""
 ONNX_TOLERANCE = 1e-5
 ONNX_INPUT = "input"
 _ML_DOMAIN = "ai.onnx.ml"
@@ -29,6 +31,14 @@ _TREE_OP = "TreeEnsembleRegressor"
 
 class RuntimeExportError(Exception):
     """The estimator cannot be exported to an ONNX graph that onnxruntime can run."""
+
+
+class Predictor(Protocol):
+    name: str
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Predicted quality of float64 rows [n, 11], as float64 [n]."""
+        ...
 
 
 class SklearnPredictor:

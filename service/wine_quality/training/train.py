@@ -42,9 +42,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 from threadpoolctl import threadpool_limits
 
-from wine_quality import MODEL_NAME, artifact
-from wine_quality.data import Dataset, file_name, load_dataset
-from wine_quality.features import FEATURES
+from wine_quality import MODEL_NAME
+from wine_quality.core import artifact
+from wine_quality.core.features import FEATURES
+from wine_quality.training.data import Dataset, file_name, load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +303,7 @@ def onnx_runtime(
     estimator: Pipeline, X_all: np.ndarray, progress: Progress
 ) -> tuple[bytes | None, dict[str, Any]]:
     """Export to ONNX and check it against scikit-learn on every row of the training file."""
-    from wine_quality import runtime
+    from wine_quality.core import runtime
 
     progress("exporting the promoted model to ONNX")
     try:
@@ -507,7 +508,7 @@ def _protocol_blocks(
 
 
 def _write_card(directory: Path, metadata: dict[str, Any], plots: dict[str, np.ndarray]) -> None:
-    from wine_quality import card
+    from wine_quality.training import card
 
     card.write_model_card(directory, metadata, plots["y_true"], plots["y_pred"])
 

@@ -1,6 +1,6 @@
-"""gunicorn configuration of the service, every value from the environment (wine_quality.settings).
+"""gunicorn configuration of the service, every value from the environment (app/settings.py).
 
-    gunicorn -c python:wine_quality.gunicorn_conf 'wine_quality.app:create_app()'
+    gunicorn -c python:wine_quality.app.gunicorn_conf 'wine_quality.app:create_app()'
 
 - Listens on 0.0.0.0:$PORT with $GUNICORN_WORKERS workers of $GUNICORN_THREADS threads each.
 - Trusts X-Forwarded-Proto (the request is HTTPS) only from $FORWARDED_ALLOW_IPS.
@@ -27,7 +27,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from wine_quality.settings import Settings, integer, raw
+from wine_quality.app.settings import Settings, integer, raw
 
 _settings = Settings.from_env()  # fails fast, naming the variable, on a bad value
 
@@ -42,7 +42,7 @@ shutdown_delay = integer("GUNICORN_SHUTDOWN_DELAY", minimum=0)
 loglevel = _settings.log_level
 accesslog = "-"  # stdout
 errorlog = "-"
-logger_class = "wine_quality.gunicorn_conf.JsonAccessLogger"
+logger_class = "wine_quality.app.gunicorn_conf.JsonAccessLogger"
 reload = False
 preload_app = False  # every worker loads (and verifies) the model itself, after the fork
 control_socket_disable = True  # it would need a writable $HOME or $XDG_RUNTIME_DIR
@@ -66,7 +66,7 @@ def on_starting(server: Any) -> None:
     Without WINE_QUALITY_SECRET_KEY, make a random one here: the workers fork later and inherit
     it, so a form served by one worker validates in every other."""
     if not os.environ.get("WINE_QUALITY_SECRET_KEY"):
-        from wine_quality.web.security import EPHEMERAL_KEY_WARNING, new_signing_key
+        from wine_quality.app.web.csrf import EPHEMERAL_KEY_WARNING, new_signing_key
 
         os.environ["WINE_QUALITY_SECRET_KEY"] = new_signing_key()
         server.log.warning("%s", EPHEMERAL_KEY_WARNING)

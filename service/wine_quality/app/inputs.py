@@ -8,7 +8,6 @@ these functions, so both accept and reject exactly the same inputs:
 - `rows_from_json(payload, max_rows)`: one object with the 11 features, or {"instances": [...]};
 - `parse_csv(text, max_rows)`: a header row of feature names, ',' or ';' separated;
 - `validate_rows(rows)`: finite values inside the physical bounds of `features.py`;
-- `TrainingRange`: per-row warnings for values outside the range the model was trained on.
 
 Feature names are accepted in both spellings ("fixed acidity" and "fixed_acidity").
 """
@@ -25,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from wine_quality.features import FEATURES, TARGET, Feature, index_of, resolve
+from wine_quality.core.features import FEATURES, TARGET, Feature, index_of, resolve
+from wine_quality.core.problems import Problems, kind_of
 
 N_FEATURES = len(FEATURES)
 MAX_DETAILS = 100
@@ -53,25 +53,20 @@ class InputError(Exception):
         super().__init__(self.message)
 
 
-class _Problems:
-    """Collects row/field problems and raises one InputError with all of them."""
+class _Problems(Problems):
+    """The shared collector, raising one InputError (422) that lists every kept problem."""
 
     def __init__(self) -> None:
-        self.details: list[dict[str, Any]] = []
-        self.count = 0
-
-    def add(self, row: int | None, field_name: str | None, problem: str) -> None:
-        self.count += 1
-        if len(self.details) < MAX_DETAILS:
-            self.details.append({"row": row, "field": field_name, "problem": problem})
+        super().__init__(MAX_DETAILS)
 
     def raise_if_any(self, what: str = "invalid input") -> None:
-        if not self.count:
+        if not self:
             return
         message = f"{what}: {self.count} problem{'s' if self.count != 1 else ''}"
-        if self.count > len(self.details):
-            message += f" (first {len(self.details)} listed)"
-        raise InputError(422, "invalid_input", message, self.details)
+        if self.left_out:
+            message += f" (first {len(self.kept)} listed)"
+        details = [{"row": p.row, "field": p.field, "problem": p.text} for p in self.kept]
+        raise InputError(422, "invalid_input", message, details)
 
 
 def too_many_rows(rows: int, max_rows: int) -> InputError:
@@ -82,30 +77,10 @@ def too_many_rows(rows: int, max_rows: int) -> InputError:
     )
 
 
-def _describe_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _check_value(problems: _Problems, row: int, feature: Feature, value: float) -> None:
-    if not math.isfinite(value):
-        problems.add(row, feature.name, "must be a finite number (not NaN or infinity)")
-    elif not feature.in_bounds(value):
-        problems.add(
-            row,
-            feature.name,
-            f"{value:g} is outside the physical bounds "
-            f"[{feature.minimum:g}, {feature.maximum:g}] {feature.unit}",
-        )
+    problem = feature.problem(value)
+    if problem:
+        problems.add(row, feature.name, problem)
 
 
 def _record_to_row(record: Any, row: int, problems: _Problems) -> list[float]:
@@ -114,7 +89,7 @@ def _record_to_row(record: Any, row: int, problems: _Problems) -> list[float]:
         problems.add(
             row,
             None,
-            f"must be an object of the {N_FEATURES} named features, got {_describe_type(record)}",
+            f"must be an object of the {N_FEATURES} named features, got {kind_of(record)}",
         )
         return values
     seen: dict[int, str] = {}
@@ -129,7 +104,7 @@ def _record_to_row(record: Any, row: int, problems: _Problems) -> list[float]:
             continue
         seen[column] = key
         if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.add(row, feature.name, f"must be a number, got {_describe_type(value)}")
+            problems.add(row, feature.name, f"must be a number, got {kind_of(value)}")
             continue
         try:
             number = float(value)
@@ -204,7 +179,7 @@ def rows_from_json(payload: Any, max_rows: int) -> tuple[np.ndarray, bool]:
         raise InputError(
             422,
             "invalid_input",
-            f"the body must be a JSON object, got {_describe_type(payload)}",
+            f"the body must be a JSON object, got {kind_of(payload)}",
             [
                 {
                     "row": None,
@@ -232,7 +207,7 @@ def rows_from_json(payload: Any, max_rows: int) -> tuple[np.ndarray, bool]:
                     {
                         "row": None,
                         "field": "instances",
-                        "problem": f"must be an array, got {_describe_type(instances)}",
+                        "problem": f"must be an array, got {kind_of(instances)}",
                     }
                 ],
             )
@@ -375,36 +350,3 @@ def parse_csv(text: str, max_rows: int) -> np.ndarray:
             detail["row"] = body[detail["row"]][0]
         raise
     return rows
-
-
-class TrainingRange:
-    """The range each feature had in the training data, from the model metadata
-    (features[].train_min / train_max); values outside it are served with a warning."""
-
-    def __init__(self, metadata: Mapping[str, Any]):
-        by_name = {f.get("name"): f for f in metadata.get("features", [])}
-        self.low = np.array(
-            [by_name.get(f.name, {}).get("train_min", -math.inf) for f in FEATURES],
-            dtype=np.float64,
-        )
-        self.high = np.array(
-            [by_name.get(f.name, {}).get("train_max", math.inf) for f in FEATURES], dtype=np.float64
-        )
-
-    def outside(self, rows: np.ndarray) -> np.ndarray:
-        """Boolean [n, 11] mask of cells outside the training range."""
-        return (rows < self.low) | (rows > self.high)
-
-    def warnings(self, rows: np.ndarray, mask: np.ndarray | None = None) -> list[list[str]]:
-        """One list of warning strings per row (empty for most rows)."""
-        mask = self.outside(rows) if mask is None else mask
-        result: list[list[str]] = [[] for _ in range(len(rows))]
-        for row, column in zip(*np.nonzero(mask), strict=True):
-            feature = FEATURES[column]
-            value = rows[row, column]
-            side = "below" if value < self.low[column] else "above"
-            result[row].append(
-                f"{feature.name} {value:g} is {side} the training range "
-                f"[{self.low[column]:g}, {self.high[column]:g}]; the prediction is less reliable"
-            )
-        return result

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from wine_quality import __version__
-from wine_quality.data import sha256_of
-from wine_quality.features import FEATURES
-from wine_quality.settings import RUNTIMES
+from wine_quality.core.facts import MetadataError, ModelFacts
+from wine_quality.core.features import FEATURES
+from wine_quality.core.runtime import RUNTIMES, OnnxPredictor, Predictor, SklearnPredictor
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def package_versions() -> dict[str, str | None]:
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    """Python's version and each installed package's (None when it is not installed)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in RECORDED_PACKAGES:
+    for package in packages:
         try:
             versions[package] = importlib_metadata.version(package)
         except importlib_metadata.PackageNotFoundError:
@@ -149,20 +158,27 @@ def _replace_directory(staging: Path, output: Path) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
     """A verified model ready to predict float64 rows [n, 11] in FEATURES order."""
 
-    metadata: dict[str, Any]
-    version: str
-    algorithm: str
+    metadata: dict[str, Any]  # as recorded, for /v1/model
+    facts: ModelFacts  # the validated fields everything else reads
     runtime: str  # "onnx" or "sklearn": the predictor actually used
     fallback_reason: str | None
     load_seconds: float
-    predictor: Any
-    estimator: Any  # the scikit-learn pipeline, always loaded (the reference)
+    predictor: Predictor
+
+    @property
+    def version(self) -> str:
+        return self.facts.version
+
+    @property
+    def algorithm(self) -> str:
+        return self.facts.algorithm
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Predicted quality, float64 [n]."""
         return self.predictor.predict(rows)
 
 
@@ -178,18 +194,17 @@ def load_artifact(model_dir: Path, runtime: str = "auto") -> LoadedModel:
         raise ArtifactError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     model_dir = Path(model_dir)
     metadata = read_metadata(model_dir)
+    facts = model_facts(model_dir, metadata)
     _check_versions(model_dir, metadata)
-    estimator = _load_sklearn(model_dir, metadata)
-    from wine_quality.runtime import SklearnPredictor
-
-    sklearn_predictor = SklearnPredictor(estimator)
+    sklearn_predictor = SklearnPredictor(_load_sklearn(model_dir, metadata))
     _check_reference(
         model_dir / metadata["model_file"]["path"],
         sklearn_predictor,
         metadata,
         _tolerance(model_dir, metadata["reference"], "reference"),
     )
-    predictor, fallback_reason = sklearn_predictor, None
+    predictor: Predictor = sklearn_predictor
+    fallback_reason = None
     if runtime != "sklearn":
         onnx_predictor, fallback_reason = _load_onnx(model_dir, metadata)
         if onnx_predictor is not None:
@@ -200,14 +215,20 @@ def load_artifact(model_dir: Path, runtime: str = "auto") -> LoadedModel:
             log.warning("%s: using the scikit-learn runtime: %s", model_dir, fallback_reason)
     return LoadedModel(
         metadata=metadata,
-        version=metadata["version"],
-        algorithm=metadata["algorithm"],
+        facts=facts,
         runtime=predictor.name,
         fallback_reason=fallback_reason,
         load_seconds=time.perf_counter() - started,
         predictor=predictor,
-        estimator=estimator,
     )
+
+
+def model_facts(model_dir: Path, metadata: dict[str, Any]) -> ModelFacts:
+    """The validated facts of the metadata, or an ArtifactError naming the bad field."""
+    try:
+        return ModelFacts.from_metadata(metadata)
+    except MetadataError as error:
+        raise ArtifactError(f"{model_dir / METADATA_FILE}: {error}") from None
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:
@@ -334,8 +355,6 @@ def _load_onnx(model_dir: Path, metadata: dict[str, Any]) -> tuple[Any | None, s
         reason = (metadata["runtimes"] or {}).get("reason", "none was exported")
         return None, f"the artifact has no ONNX model ({reason})"
     data = _verified_bytes(model_dir, entry, "ONNX model")
-    from wine_quality.runtime import OnnxPredictor
-
     try:
         predictor = OnnxPredictor(data)
     except ImportError as error:

@@ -7,12 +7,10 @@ README's configuration table are generated from it, and the chart passes the sam
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-RUNTIMES: tuple[str, ...] = ("auto", "onnx", "sklearn")
-"""Inference runtimes: auto (the artifact's fast runtime when it verifies, else scikit-learn)."""
+from wine_quality.core.runtime import RUNTIMES
 
 
 class SettingsError(ValueError):
@@ -100,7 +98,8 @@ def raw(env: str, environ: dict[str, str] | None = None) -> str:
     return environ.get(env, _DEFAULTS[env])
 
 
-def _int(env: str, environ: dict[str, str] | None, minimum: int = 1) -> int:
+def integer(env: str, environ: dict[str, str] | None = None, minimum: int = 1) -> int:
+    """The whole-number setting `env` (at least `minimum`), or SettingsError naming it."""
     text = raw(env, environ)
     try:
         value = int(text)
@@ -109,11 +108,6 @@ def _int(env: str, environ: dict[str, str] | None, minimum: int = 1) -> int:
     if value < minimum:
         raise SettingsError(f"{env}={value} must be at least {minimum}")
     return value
-
-
-def integer(env: str, environ: dict[str, str] | None = None, minimum: int = 1) -> int:
-    """The whole-number setting `env` (at least `minimum`), or SettingsError naming it."""
-    return _int(env, environ, minimum)
 
 
 @dataclass(frozen=True)
@@ -140,16 +134,11 @@ class Settings:
         return cls(
             model_dir=Path(raw("WINE_QUALITY_MODEL_DIR", environ)),
             runtime=runtime,
-            max_body_bytes=_int("WINE_QUALITY_MAX_BODY_BYTES", environ),
-            max_batch_rows=_int("WINE_QUALITY_MAX_BATCH_ROWS", environ),
+            max_body_bytes=integer("WINE_QUALITY_MAX_BODY_BYTES", environ),
+            max_batch_rows=integer("WINE_QUALITY_MAX_BATCH_ROWS", environ),
             log_level=level,
             secret_key=raw("WINE_QUALITY_SECRET_KEY", environ),
         )
-
-    def replace(self, **changes: Any) -> Settings:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
 
 
 def markdown_table() -> str:

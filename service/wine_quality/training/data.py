@@ -10,7 +10,6 @@ file, the line and the column.
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import shutil
@@ -20,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from wine_quality.features import (
+from wine_quality.core.artifact import sha256_of
+from wine_quality.core.features import (
     CSV_COLUMNS,
     FEATURES,
     TARGET,
     TARGET_MAXIMUM,
     TARGET_MINIMUM,
 )
+from wine_quality.core.problems import Problems
 
 WINES: tuple[str, ...] = ("red", "white")
 
@@ -53,14 +54,6 @@ def file_name(wine: str) -> str:
     if wine not in WINES:
         raise DataError(f"unknown wine {wine!r}; choose one of {', '.join(WINES)}")
     return f"winequality-{wine}.csv"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- fetching
@@ -177,27 +170,16 @@ def first_occurrences(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return mask
 
 
-class _Problems:
-    """Collects validation problems; raises one DataError listing the first few."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.items: list[str] = []
-        self.count = 0
-
-    def add(self, message: str) -> None:
-        self.count += 1
-        if len(self.items) < MAX_REPORTED_PROBLEMS:
-            self.items.append(message)
-
-    def raise_if_any(self) -> None:
-        if not self.count:
-            return
-        more = self.count - len(self.items)
-        lines = [f"{self.path}: {self.count} problem(s):", *(f"  {item}" for item in self.items)]
-        if more:
-            lines.append(f"  ... and {more} more")
-        raise DataError("\n".join(lines))
+def _raise_if_any(path: Path, problems: Problems) -> None:
+    if not problems:
+        return
+    lines = [f"{path}: {problems.count} problem(s):"]
+    for problem in problems.kept:
+        where = f"line {problem.row}" + (f", column {problem.field!r}" if problem.field else "")
+        lines.append(f"  {where}: {problem.text}")
+    if problems.left_out:
+        lines.append(f"  ... and {problems.left_out} more")
+    raise DataError("\n".join(lines))
 
 
 def load_dataset(path: Path) -> Dataset:
@@ -214,11 +196,11 @@ def load_dataset(path: Path) -> Dataset:
     body = [(number, row) for number, row in enumerate(records[1:], start=2) if row]
     if not body:
         raise DataError(f"{path}: the file has a header but no data rows")
-    problems = _Problems(path)
+    problems = Problems(MAX_REPORTED_PROBLEMS)
     values = np.full((len(body), len(CSV_COLUMNS)), np.nan)
     for index, (line, row) in enumerate(body):
         _parse_row(problems, line, row, values[index])
-    problems.raise_if_any()
+    _raise_if_any(path, problems)
     X = np.ascontiguousarray(values[:, : len(FEATURES)])
     y = np.ascontiguousarray(values[:, len(FEATURES)])
     duplicates = int(len(y) - first_occurrences(X, y).sum())
@@ -249,43 +231,35 @@ def _check_header(path: Path, header: list[str]) -> None:
     raise DataError(f"{path}: line 1 (header): " + "; ".join(details))
 
 
-def _parse_row(problems: _Problems, line: int, row: list[str], out: np.ndarray) -> None:
+def _parse_row(problems: Problems, line: int, row: list[str], out: np.ndarray) -> None:
     if len(row) != len(CSV_COLUMNS):
-        problems.add(f"line {line}: found {len(row)} values, expected {len(CSV_COLUMNS)}")
+        problems.add(line, None, f"found {len(row)} values, expected {len(CSV_COLUMNS)}")
         return
     for column, (name, text) in enumerate(zip(CSV_COLUMNS, row, strict=True)):
-        where = f"line {line}, column {name!r}"
         cell = text.strip()
         if not cell:
-            problems.add(f"{where}: missing value")
+            problems.add(line, name, "missing value")
             continue
         try:
             value = float(cell)
         except ValueError:
-            problems.add(f"{where}: {cell!r} is not a number")
+            problems.add(line, name, f"{cell!r} is not a number")
             continue
         if math.isnan(value):
-            problems.add(f"{where}: missing value (NaN)")
+            problems.add(line, name, "missing value (NaN)")
             continue
-        problem = _range_problem(column, value)
+        problem = (
+            _grade_problem(value) if column == len(FEATURES) else FEATURES[column].problem(value)
+        )
         if problem:
-            problems.add(f"{where}: {problem}")
+            problems.add(line, name, problem)
             continue
         out[column] = value
 
 
-def _range_problem(column: int, value: float) -> str | None:
-    if column == len(FEATURES):
-        if not math.isfinite(value) or value != round(value):
-            return f"{value:g} is not a whole {TARGET} grade"
-        if not TARGET_MINIMUM <= value <= TARGET_MAXIMUM:
-            return f"grade {value:g} is outside {TARGET_MINIMUM}-{TARGET_MAXIMUM}"
-        return None
-    feature = FEATURES[column]
-    if value < feature.minimum:
-        negative = " (a concentration cannot be negative)" if value < 0 else ""
-        bound = f"{feature.minimum:g} {feature.unit}"
-        return f"{value:g} is below the physical minimum {bound}{negative}"
-    if not value <= feature.maximum:  # also catches +inf
-        return f"{value:g} is above the physical maximum {feature.maximum:g} {feature.unit}"
+def _grade_problem(value: float) -> str | None:
+    if not math.isfinite(value) or value != round(value):
+        return f"{value:g} is not a whole {TARGET} grade"
+    if not TARGET_MINIMUM <= value <= TARGET_MAXIMUM:
+        return f"grade {value:g} is outside {TARGET_MINIMUM}-{TARGET_MAXIMUM}"
     return None

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template_string
+from flask import Blueprint, Response, jsonify, render_template
+from markupsafe import Markup, escape
 
 from wine_quality import MODEL_NAME, __version__
+from wine_quality.app.settings import Settings
 from wine_quality.app.state import state
-from wine_quality.features import FEATURE_NAMES, FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM
-from wine_quality.settings import Settings
+from wine_quality.core.features import FEATURE_NAMES, FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM
 
-bp = Blueprint("docs", __name__)
+# The stylesheet is served from static/ at /docs/docs.css.
+bp = Blueprint(
+    "docs", __name__, template_folder="templates", static_folder="static", static_url_path="/docs"
+)
 
 _REF = "#/components/schemas/"
 
@@ -437,7 +441,7 @@ def openapi_spec(settings: Settings, wine: str | None = None) -> dict[str, Any]:
 def _served_spec() -> dict[str, Any]:
     current = state()
     model = current.holder.model
-    return openapi_spec(current.settings, model.metadata.get("wine") if model else None)
+    return openapi_spec(current.settings, model.facts.wine if model else None)
 
 
 @bp.get("/openapi.json")
@@ -445,47 +449,15 @@ def openapi_json() -> Response:
     return jsonify(_served_spec())
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ spec.info.title }} API {{ spec.info.version }}</title>
-<link rel="stylesheet" href="{{ url_for('docs.stylesheet') }}"></head>
-<body><main>
-<h1>{{ spec.info.title }} API <small>{{ spec.info.version }}</small></h1>
-<p>{{ spec.info.description }} Machine-readable: <a href="/openapi.json">/openapi.json</a>.</p>
-<h2>Endpoints</h2>
-{% for path, item in spec.paths.items() %}
-{% for method, op in item.items() if method != "parameters" %}
-<section><h3><code class="method">{{ method|upper }}</code> <code>{{ path }}</code></h3>
-<p>{{ op.summary }}{% if op.description %}. {{ op.description }}{% endif %}</p>
-<p>Responses: {% for status, r in op.responses.items() %}<code>{{ status }}</code>
-{{ r.description }} {% endfor %}</p></section>
-{% endfor %}{% endfor %}
-<h2>Features</h2>
-<p>Send each under its name or its snake_case key. Values outside the physical bounds are rejected;
-values outside the training range are served with a warning.</p>
-<table><thead><tr><th>name</th><th>key</th><th>unit</th><th>bounds</th><th>meaning</th></tr></thead>
-<tbody>{% for f in features %}<tr><td>{{ f.name }}</td><td><code>{{ f.key }}</code></td>
-<td>{{ f.unit }}</td><td>{{ f.minimum }} to {{ f.maximum }}</td><td>{{ f.description }}</td></tr>
-{% endfor %}</tbody></table>
-</main></body></html>
-"""
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
-main{max-width:60rem;margin:auto;padding:1rem}
-section{border-top:1px solid #ddd;padding:.25rem 0}
-code{background:#eee;padding:0 .2rem;border-radius:3px}
-code.method{background:#5a1a2b;color:#fff}
-table{border-collapse:collapse;width:100%}td,th{border:1px solid #ddd;padding:.3rem;text-align:left}
-small{color:#666;font-weight:normal}
-"""
-
-
 @bp.get("/docs")
 def docs_page() -> str:
-    return render_template_string(_PAGE, spec=_served_spec(), features=FEATURES)
+    return render_template("docs/page.html", spec=_served_spec(), features=FEATURES)
 
 
-@bp.get("/docs/docs.css")
-def stylesheet() -> Response:
-    return Response(_CSS, mimetype="text/css")
+@bp.app_template_filter("code_spans")
+def code_spans(text: str) -> Markup:
+    """The spec's `backtick` spans as <code>; everything else escaped."""
+    parts = escape(text).split("`")
+    return Markup("").join(
+        Markup("<code>{}</code>").format(part) if i % 2 else part for i, part in enumerate(parts)
+    )

@@ -1,10 +1,11 @@
 """The one place a process keeps its loaded model, and whether it should receive traffic.
 
 A gunicorn worker loads the artifact once, through the verified loader
-(`wine_quality.artifact.load_artifact`: checksum, versions, reference predictions). When that
+(`wine_quality.core.artifact.load_artifact`: metadata fields, checksums, versions, reference
+predictions). When that
 fails the worker keeps running, logs the reason and answers `/readyz` with 503 and the reason,
 so a broken artifact is visible instead of a silent crash loop. On SIGTERM the worker calls the
-app's holder's `begin_shutdown()` (wine_quality.gunicorn_conf), which turns readiness to 503 at
+app's holder's `begin_shutdown()` (wine_quality.app.gunicorn_conf), which turns readiness to 503 at
 once while in-flight and new requests are still served.
 """
 
@@ -14,11 +15,8 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from wine_quality.inputs import TrainingRange
+from wine_quality.core.artifact import LoadedModel, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +30,15 @@ class Readiness:
 class ModelHolder:
     """Holds one LoadedModel (or the reason there is none) and the shutdown flag."""
 
-    def __init__(self, model: Any = None, error: str | None = None):
+    def __init__(self, model: LoadedModel | None = None, error: str | None = None):
         self.model = model
         self.error = error
-        self.training_range = TrainingRange(model.metadata if model is not None else {})
         self._shutting_down = threading.Event()
 
     @classmethod
     def load(cls, model_dir: Path, runtime: str) -> ModelHolder:
         """Load the artifact; never raises: a failure is kept as the reason for /readyz."""
         try:
-            from wine_quality.artifact import load_artifact
-
             model = load_artifact(Path(model_dir), runtime)
         except Exception as exc:  # any failure must keep the worker up and say why
             reason = f"model not loaded: {exc}"
@@ -74,7 +69,3 @@ class ModelHolder:
         if self.model is None:
             return Readiness(False, self.error or "model not loaded")
         return Readiness(True, "model loaded")
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Predicted quality for float64 rows [n, 11] in FEATURES order, as float64 [n]."""
-        return np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1)

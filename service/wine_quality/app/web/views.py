@@ -1,0 +1,272 @@
+"""The web page's routes: a form for one wine, a CSV upload for a batch, and readable errors.
+
+Inputs go through the same functions as the HTTP API (`app/inputs.py`), so the page accepts and
+rejects exactly what the API does, with the same bounds and row limit. Uploads are parsed in
+memory (never spooled to disk) and limited to WINE_QUALITY_MAX_BODY_BYTES. The results CSV is
+handed back inside the page as a data: link, so nothing is stored between requests. What the
+templates show is built in `presenters.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import PurePath
+from typing import IO, Any
+
+from flask import (
+    Blueprint,
+    Response,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+
+from wine_quality.app.inputs import InputError, parse_csv, rows_from_records
+from wine_quality.app.state import ServiceState, state
+from wine_quality.app.web import csrf, presenters
+from wine_quality.core.artifact import LoadedModel
+from wine_quality.core.features import FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint(
+    "web",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static/web",
+)
+
+# werkzeug's default; it also bounds the multipart decoder's buffer, so it must exceed a chunk.
+MAX_FORM_FIELD_BYTES = 500 * 1024
+MAX_FORM_PARTS = 32
+
+
+class PageError(Exception):
+    """A request the page answers with a readable error page instead of a result."""
+
+    def __init__(self, status: int, title: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+
+
+@bp.after_request
+def _page_cookies_and_caching(response: Response) -> Response:
+    if request.endpoint in ("web.static", "web.favicon"):
+        return response
+    csrf.set_nonce_cookie(response)
+    # Pages carry a per-browser token and possibly uploaded data: never store them in caches.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.context_processor
+def _page_context() -> dict[str, Any]:
+    current = state()
+    return {
+        "csrf_token": lambda: csrf.form_token(current.settings.secret_key),
+        "csrf_field_name": csrf.FIELD_NAME,
+        "features": FEATURES,
+        "grades": {"minimum": TARGET_MINIMUM, "maximum": TARGET_MAXIMUM},
+        "limits": presenters.limits(current.settings),
+        "model": presenters.model_view(current.holder.model),
+    }
+
+
+bp.add_app_template_filter(presenters.number, "num")
+
+
+# ---------------------------------------------------------------- request helpers
+
+
+def _in_memory(
+    total_content_length: int | None,
+    content_type: str | None,
+    filename: str | None,
+    content_length: int | None = None,
+) -> IO[bytes]:
+    """Stream factory for uploads: a BytesIO, so no part of an upload is written to disk.
+    Memory is bounded by the body limit the parser enforces first."""
+    return io.BytesIO()
+
+
+def _posted_form(current: ServiceState) -> tuple[MultiDict, MultiDict]:
+    """The posted fields and files, parsed in memory within the service's limits, after the CSRF
+    check passed."""
+    parser = FormDataParser(
+        stream_factory=_in_memory,
+        max_content_length=current.settings.max_body_bytes,
+        max_form_memory_size=MAX_FORM_FIELD_BYTES,
+        max_form_parts=MAX_FORM_PARTS,
+    )
+    _, form, files = parser.parse(
+        request.stream, request.mimetype, request.content_length, request.mimetype_params
+    )
+    try:
+        csrf.check_form(current.settings.secret_key, form)
+    except csrf.CSRFError as exc:
+        raise PageError(400, "The form could not be accepted", str(exc)) from None
+    return form, files
+
+
+def _require_model(current: ServiceState) -> LoadedModel:
+    if current.holder.model is None:
+        raise PageError(
+            503,
+            "Predictions are unavailable",
+            "The service has no model loaded right now: "
+            f"{current.holder.readiness().reason}. Try again later.",
+        )
+    return current.holder.model
+
+
+def _upload(files: MultiDict) -> tuple[str, str]:
+    """The uploaded file's name and text."""
+    file: FileStorage | None = files.get("file")
+    filename = PurePath((file.filename or "") if file else "").name[:200]
+    if file is None or not filename:
+        raise InputError(400, "no_file", "no file was chosen; choose a CSV file to upload")
+    data = file.read()
+    if not data.strip():
+        raise InputError(422, "invalid_input", "the file is empty")
+    if b"\0" in data:
+        raise InputError(
+            400, "malformed_csv", "the file is binary, not a CSV text file (it contains NUL bytes)"
+        )
+    try:
+        return filename, data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            400,
+            "malformed_csv",
+            f"the file is not UTF-8 text (undecodable byte at position {exc.start}); "
+            "save it as CSV in UTF-8",
+        ) from None
+
+
+# ---------------------------------------------------------------- routes
+
+
+def _render_index(
+    model: LoadedModel,
+    status: int = 200,
+    values: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    result: dict[str, Any] | None = None,
+) -> tuple[str, int]:
+    errors = errors or []
+    by_field = {e["field"]: e["problem"] for e in errors if e.get("field")}
+    fields = presenters.form_fields(model.facts, values, by_field)
+    page = render_template("web/index.html", fields=fields, errors=errors, result=result)
+    return page, status
+
+
+@bp.get("/")
+def index() -> tuple[str, int]:
+    return _render_index(_require_model(state()))
+
+
+@bp.post("/")
+def predict() -> tuple[str, int]:
+    current = state()
+    model = _require_model(current)
+    form, _ = _posted_form(current)
+    values = {f.key: form.get(f.key, "") for f in FEATURES}
+    try:
+        rows = rows_from_records([presenters.form_record(form)], max_rows=1)
+    except InputError as exc:
+        return _render_index(model, 422, values, errors=presenters.form_errors(exc, form))
+    result = presenters.single_result(current.predict(rows))
+    return _render_index(model, 200, values, result=result)
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico on every page without an icon link (the API docs, JSON)."""
+    return send_from_directory(
+        bp.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=24 * 60 * 60
+    )
+
+
+@bp.get("/batch")
+def batch_page() -> Response:
+    """Reloading a result page (or a bookmark of it) leads back to the upload form."""
+    return redirect(url_for("web.index") + "#batch", code=303)
+
+
+@bp.post("/batch")
+def batch() -> tuple[str, int]:
+    current = state()
+    _require_model(current)
+    _, files = _posted_form(current)
+    filename = ""
+    try:
+        filename, text = _upload(files)
+        rows = parse_csv(text, current.settings.max_batch_rows)
+    except InputError as exc:
+        error = presenters.batch_error(exc, filename)
+        return render_template("web/batch.html", batch=None, error=error), exc.status
+    view = presenters.batch_view(filename, rows, current.predict(rows))
+    return render_template("web/batch.html", batch=view, error=None), 200
+
+
+# ---------------------------------------------------------------- readable error pages
+
+
+def _error_page(title: str, message: str, status: int) -> tuple[str, int]:
+    return render_template("web/error.html", title=title, message=message), status
+
+
+@bp.errorhandler(PageError)
+def _page_error(error: PageError) -> tuple[str, int]:
+    return _error_page(error.title, error.message, error.status)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_: RequestEntityTooLarge) -> tuple[str, int]:
+    """werkzeug raises the same error for the body limit and for the form parser's limits."""
+    limit = state().settings.max_body_bytes
+    size = presenters.size_text(limit)
+    length = request.content_length
+    if length is not None and length > limit:
+        log.info("web upload refused: larger than %s", size)
+        message = (
+            f"The upload is larger than the limit of {size} (WINE_QUALITY_MAX_BODY_BYTES). "
+            "Split the file into smaller batches, or use the HTTP API."
+        )
+        return _error_page("The file is too large", message, 413)
+    log.info("web form refused: above the body or form limits")
+    message = (
+        f"The form is too large or has too many fields. The page accepts at most "
+        f"{MAX_FORM_PARTS} form fields, {presenters.size_text(MAX_FORM_FIELD_BYTES)} in a text "
+        f"field and {size} in all (WINE_QUALITY_MAX_BODY_BYTES). Reload the page and send the "
+        "form again, or use the HTTP API."
+    )
+    return _error_page("The form is too large", message, 413)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> tuple[str, int]:
+    return _error_page(exc.name, exc.description or exc.name, exc.code or 500)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    request_id = g.get("request_id", "")
+    log.exception(
+        "unhandled error on %s %s (request id %s)", request.method, request.path, request_id
+    )
+    message = (
+        "Something went wrong on our side and the request could not be completed. "
+        f"The request id {request_id} identifies it in the service's logs."
+    )
+    return _error_page("Internal error", message, 500)
