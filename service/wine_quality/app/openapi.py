@@ -1,18 +1,28 @@
 """The OpenAPI 3 description of the service (/openapi.json) and a readable page of it (/docs).
 
-The feature schemas are generated from `features.py` (names, units, physical bounds) and the
-limits from the settings, so the spec cannot drift from what the service enforces. The /docs
-page is rendered on the server from the same spec: no JavaScript, no CDN, no inline styles.
+Generated here: the feature schemas from `features.py` (names, units, physical bounds), the
+limits from the settings (max rows, max body bytes), the target scale, MODEL_NAME, the v2 output
+names, and the descriptions that embed them, so the spec cannot drift from what the service
+enforces. Fixed, in `openapi_data/fixed.json` (read once): every schema and path item that
+depends on nothing, and the description of each error status. In that file a null path item is
+one generated here, and a response written as a schema name (`"503": "Error"`) is an error with
+that body and its status's description. The /docs page is rendered on the server from the same
+spec: no JavaScript, no CDN, no inline styles.
 """
 
 from __future__ import annotations
 
+import json
+from copy import deepcopy
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, render_template
 from markupsafe import Markup, escape
 
 from wine_quality import MODEL_NAME, __version__
+from wine_quality.app.api_v2 import OUTPUTS
 from wine_quality.app.settings import Settings
 from wine_quality.app.state import state
 from wine_quality.core.features import FEATURE_NAMES, FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM
@@ -23,6 +33,37 @@ bp = Blueprint(
 )
 
 _REF = "#/components/schemas/"
+_SCALE = f"{TARGET_MINIMUM}-{TARGET_MAXIMUM}"
+
+
+@cache
+def _fixed_file() -> dict[str, Any]:
+    return json.loads(files(__package__).joinpath("openapi_data/fixed.json").read_text("utf-8"))
+
+
+def _fixed() -> dict[str, Any]:
+    """A copy of fixed.json (read once), for the caller to fill in."""
+    return deepcopy(_fixed_file())
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF + schema}}}
+
+
+def _errors(schema: str, *statuses: int) -> dict[str, str]:
+    """Error responses, as fixed.json writes them: spelled out by `_spell_out_errors`."""
+    return {str(status): schema for status in statuses}
+
+
+def _spell_out_errors(paths: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    """`paths` with each error response written as a schema name spelled out, in place."""
+    for item in paths.values():
+        for op in (value for key, value in item.items() if key != "parameters"):
+            responses = op["responses"]
+            for status, given in responses.items():
+                if isinstance(given, str):
+                    responses[status] = {"description": errors[status], "content": _json(given)}
+    return paths
 
 
 def _feature_schemas(key_attr: str) -> dict[str, Any]:
@@ -42,50 +83,17 @@ def _feature_schemas(key_attr: str) -> dict[str, Any]:
     }
 
 
-def _error_schema() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["status", "code", "message"],
-                "properties": {
-                    "status": {"type": "integer"},
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "details": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "row": {
-                                    "type": ["integer", "null"],
-                                    "description": "0-based row (JSON) or file line (CSV).",
-                                },
-                                "field": {"type": ["string", "null"]},
-                                "problem": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            }
-        },
-    }
-
-
-def _schemas(settings: Settings) -> dict[str, Any]:
-    scale = f"{TARGET_MINIMUM}-{TARGET_MAXIMUM}"
+def _schemas(settings: Settings, fixed: dict[str, Any]) -> dict[str, Any]:
     prediction = {
         "type": "object",
         "required": ["quality", "grade", "warnings"],
         "properties": {
-            "quality": {"type": "number", "description": f"Predicted quality ({scale} scale)."},
+            "quality": {"type": "number", "description": f"Predicted quality ({_SCALE} scale)."},
             "grade": {
                 "type": "integer",
                 "minimum": TARGET_MINIMUM,
                 "maximum": TARGET_MAXIMUM,
-                "description": f"Quality rounded half up, clipped to {scale}.",
+                "description": f"Quality rounded half up, clipped to {_SCALE}.",
             },
             "warnings": {
                 "type": "array",
@@ -94,23 +102,16 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             },
         },
     }
-    tensor = {
-        "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
-        "properties": {
-            "name": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            "datatype": {"type": "string"},
-            "data": {"type": "array"},
-            "parameters": {"type": "object"},
-        },
-    }
+    output = fixed["InferenceRequest"]["properties"]["outputs"]["items"]["properties"]["name"]
+    output["enum"] = list(OUTPUTS)
     return {
         "Wine": _feature_schemas("name"),
         "WineSnakeCase": _feature_schemas("key"),
         "WineInput": {
             "oneOf": [{"$ref": _REF + "Wine"}, {"$ref": _REF + "WineSnakeCase"}],
-            "description": "The 11 features, named as in the data set or in snake_case.",
+            "description": (
+                f"The {len(FEATURES)} features, named as in the data set or in snake_case."
+            ),
         },
         "Batch": {
             "type": "object",
@@ -126,87 +127,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             },
         },
         "Prediction": prediction,
-        "SinglePrediction": {
-            "allOf": [
-                {"$ref": _REF + "Prediction"},
-                {
-                    "type": "object",
-                    "required": ["model_version"],
-                    "properties": {"model_version": {"type": "string"}},
-                },
-            ]
-        },
-        "BatchPrediction": {
-            "type": "object",
-            "required": ["model_version", "count", "predictions"],
-            "properties": {
-                "model_version": {"type": "string"},
-                "count": {"type": "integer"},
-                "predictions": {"type": "array", "items": {"$ref": _REF + "Prediction"}},
-            },
-        },
-        "Error": _error_schema(),
-        "V2Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}},
-        },
-        "InferenceTensor": tensor,
-        "InferenceRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "inputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {"$ref": _REF + "InferenceTensor"},
-                },
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"type": "string", "enum": ["quality", "grade"]}},
-                    },
-                },
-                "parameters": {"type": "object"},
-            },
-        },
-        "InferenceResponse": {
-            "type": "object",
-            "required": ["model_name", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "outputs": {"type": "array", "items": {"$ref": _REF + "InferenceTensor"}},
-            },
-        },
+        **fixed,
     }
 
 
-def _json(schema: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": _REF + schema}}}
-
-
-def _errors(*statuses: int, v2: bool = False) -> dict[str, Any]:
-    text = {
-        400: "Malformed body.",
-        404: "Unknown model or version.",
-        413: "Body or batch too large.",
-        415: "Unsupported Content-Type.",
-        422: "Invalid input; every problem listed.",
-        503: "Model not loaded, or shutting down.",
-    }
-    return {
-        str(s): {"description": text[s], "content": _json("V2Error" if v2 else "Error")}
-        for s in statuses
-    }
-
-
-def _v1_paths(settings: Settings) -> dict[str, Any]:
+def _predict_paths(settings: Settings) -> dict[str, Any]:
     csv_help = (
         f"Header row of feature names (either spelling, any order; a `quality` column is "
         f"ignored), ',' or ';' separated, at most {settings.max_batch_rows} rows."
@@ -214,12 +139,12 @@ def _v1_paths(settings: Settings) -> dict[str, Any]:
     predict = {
         "summary": "Predict the quality of one wine, a JSON batch or a CSV batch",
         "description": (
-            'A JSON object with the 11 features gives one prediction; `{"instances": [...]}` '
-            "gives one per row, in order; a `text/csv` body gives one per row, as CSV when the "
-            "`Accept` header prefers `text/csv`. Values outside the physical bounds are rejected "
-            "(422); values outside the training range are served with a warning. Batches above "
-            f"{settings.max_batch_rows} rows get 413; bodies above {settings.max_body_bytes} "
-            "bytes get 413."
+            f"A JSON object with the {len(FEATURES)} features gives one prediction; "
+            '`{"instances": [...]}` gives one per row, in order; a `text/csv` body gives one per '
+            "row, as CSV when the `Accept` header prefers `text/csv`. Values outside the physical "
+            "bounds are rejected (422); values outside the training range are served with a "
+            f"warning. Batches above {settings.max_batch_rows} rows get 413; bodies above "
+            f"{settings.max_body_bytes} bytes get 413."
         ),
         "requestBody": {
             "required": True,
@@ -250,71 +175,16 @@ def _v1_paths(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
-            **_errors(400, 413, 415, 422, 503),
+            **_errors("Error", 400, 413, 415, 422, 503),
         },
     }
-    status = {"type": "object", "properties": {"status": {"type": "string"}}}
     return {
-        "/healthz": {
-            "get": {
-                "summary": "Liveness",
-                "responses": {
-                    "200": {
-                        "description": "The process serves HTTP.",
-                        "content": {"application/json": {"schema": status}},
-                    }
-                },
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness",
-                "description": (
-                    "200 once the verified model is loaded; 503 with the reason otherwise "
-                    "and from the moment shutdown begins."
-                ),
-                "responses": {
-                    "200": {
-                        "description": "Ready.",
-                        "content": {"application/json": {"schema": status}},
-                    },
-                    **_errors(503),
-                },
-            }
-        },
-        "/v1/model": {
-            "get": {
-                "summary": "Model metadata",
-                "description": (
-                    "Name, version, algorithm, training time, data hash, metrics and the "
-                    "feature schema with units, physical bounds and training ranges."
-                ),
-                "responses": {
-                    "200": {
-                        "description": "Metadata.",
-                        "content": {"application/json": {"schema": {"type": "object"}}},
-                    },
-                    **_errors(503),
-                },
-            }
-        },
         "/v1/predict": {"post": {**predict, "operationId": "predict"}},
         "/predict": {
             "post": {
                 **predict,
                 "operationId": "predictLegacy",
                 "description": "Same as /v1/predict (the seed paper's URL).",
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
             }
         },
     }
@@ -334,97 +204,61 @@ _MODEL_VERSION_PARAMETER = {
     "description": "The served model's version (from the model metadata); any other gets 404.",
     "schema": {"type": "string", "minLength": 1},
 }
+_INFER_HELP = (
+    f"Open Inference Protocol v2. Either one FP32/FP64 input of shape [N, {len(FEATURES)}] "
+    f"whose columns are, in order: {', '.join(FEATURE_NAMES)}; or {len(FEATURES)} inputs of "
+    "shape [N] named after the features (either spelling). Outputs: `quality` (FP64) and "
+    f"`grade` (INT64), shape [N]. The model name is `{MODEL_NAME}`; its version is in the "
+    "model metadata."
+)
 
 
 def _v2_model_paths(
-    prefix: str, parameters: list[dict[str, Any]], infer_help: str
+    template: dict[str, Any], prefix: str, parameters: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """The model routes under `prefix` (by name, or by name and version): all may answer 404."""
-    ok = {
-        "200": {
-            "description": "OK.",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
+    """The model routes under `prefix` (by name, or by name and version), from fixed.json."""
+    paths = {
+        prefix + suffix: {"parameters": parameters, **item} for suffix, item in template.items()
     }
-    return {
-        prefix: {
-            "parameters": parameters,
-            "get": {
-                "summary": "Model metadata (OIP v2)",
-                "responses": {**ok, **_errors(404, 503, v2=True)},
-            },
-        },
-        f"{prefix}/ready": {
-            "parameters": parameters,
-            "get": {
-                "summary": "Model ready (OIP v2)",
-                "responses": {**ok, **_errors(404, 503, v2=True)},
-            },
-        },
-        f"{prefix}/infer": {
-            "parameters": parameters,
-            "post": {
-                "summary": "Inference (OIP v2)",
-                "description": infer_help,
-                "requestBody": {"required": True, "content": _json("InferenceRequest")},
-                "responses": {
-                    "200": {"description": "Predictions.", "content": _json("InferenceResponse")},
-                    "400": {
-                        "description": "Bad request (any invalid input).",
-                        "content": _json("V2Error"),
-                    },
-                    **_errors(404, 413, 415, 503, v2=True),
-                },
-            },
-        },
-    }
+    infer = paths[f"{prefix}/infer"]
+    post = infer["post"]
+    infer["post"] = {"summary": post["summary"], "description": _INFER_HELP, **post}  # in order
+    return paths
 
 
-def _v2_paths() -> dict[str, Any]:
-    ok = {
-        "200": {
-            "description": "OK.",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    }
-    infer_help = (
-        f"Open Inference Protocol v2. Either one FP32/FP64 input of shape [N, {len(FEATURES)}] "
-        f"whose columns are, in order: {', '.join(FEATURE_NAMES)}; or {len(FEATURES)} inputs of "
-        "shape [N] named after the features (either spelling). Outputs: `quality` (FP64) and "
-        f"`grade` (INT64), shape [N]. The model name is `{MODEL_NAME}`; its version is in the "
-        "model metadata."
-    )
+def _paths(settings: Settings, fixed: dict[str, Any]) -> dict[str, Any]:
+    """fixed.json's path items in its order, its null ones generated."""
     model = "/v2/models/{model_name}"
-    return {
-        "/v2": {"get": {"summary": "Server metadata (OIP v2)", "responses": ok}},
-        "/v2/health/live": {"get": {"summary": "Server live (OIP v2)", "responses": ok}},
-        "/v2/health/ready": {
-            "get": {
-                "summary": "Server ready (OIP v2)",
-                "responses": {**ok, **_errors(503, v2=True)},
-            }
-        },
-        **_v2_model_paths(model, [_MODEL_NAME_PARAMETER], infer_help),
+    template = fixed["v2_model_paths"]
+    generated = {
+        **_predict_paths(settings),
+        **_v2_model_paths(template, model, [_MODEL_NAME_PARAMETER]),
         **_v2_model_paths(
+            template,
             f"{model}/versions/{{model_version}}",
             [_MODEL_NAME_PARAMETER, _MODEL_VERSION_PARAMETER],
-            infer_help,
         ),
     }
+    slots = fixed["paths"]
+    if {path for path, item in slots.items() if item is None} != generated.keys():
+        raise RuntimeError("the null path items of fixed.json are not the generated ones")
+    paths = {path: item or generated[path] for path, item in slots.items()}
+    return _spell_out_errors(paths, fixed["errors"])
 
 
 def _description(wine: str | None) -> str:
     """What the service predicts: the wine comes from the loaded model's metadata."""
     what = f"{wine} wine" if wine else "wine"
     return (
-        f"Predicts the quality of {what} ({TARGET_MINIMUM}-{TARGET_MAXIMUM}) from "
-        f"{len(FEATURES)} physico-chemical measurements."
+        f"Predicts the quality of {what} ({_SCALE}) from {len(FEATURES)} physico-chemical "
+        "measurements."
     )
 
 
 def openapi_spec(settings: Settings, wine: str | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route, generated from features.py, the settings and the
-    model's `wine` (None while no model is loaded)."""
+    """The OpenAPI 3.1 document of every route: fixed.json filled in from features.py, the
+    settings and the model's `wine` (None while no model is loaded)."""
+    fixed = _fixed()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -433,8 +267,8 @@ def openapi_spec(settings: Settings, wine: str | None = None) -> dict[str, Any]:
             "description": _description(wine),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
-        "paths": {**_v1_paths(settings), **_v2_paths()},
-        "components": {"schemas": _schemas(settings)},
+        "paths": _paths(settings, fixed),
+        "components": {"schemas": _schemas(settings, fixed["schemas"])},
     }
 
 
