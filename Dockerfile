@@ -4,8 +4,7 @@
 #   docker build --build-arg MODEL_DIR=artifacts/model -t wine-quality:0.1.0 .
 #
 # The base image is an argument so machines without registry access can build on a local stand-in
-# (scripts/build-base-image.sh). Its Python minor version must match the one the model was trained
-# with (3.11): the artifact is a joblib pickle. CI resolves the tag to a digest.
+# (scripts/build-base-image.sh). CI resolves the tag to a digest.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
@@ -22,8 +21,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # pyproject's [project] dependencies (no dev/train extras), pinned by constraints.txt, installed
 # by the base image's pip into a venv that never gets a pip of its own. Wheels only, so nothing is
-# compiled and no compiler is needed. The packages' own test suites go (about 65 MB of scipy, numpy
-# and scikit-learn tests).
+# compiled and no compiler is needed. No scikit-learn, SciPy or joblib: the service runs the
+# artifact's ONNX export only (docs/security.md). The packages' own test suites go.
 COPY pyproject.toml constraints.txt ./
 RUN python3 -m venv --without-pip /opt/venv \
     && python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
@@ -49,9 +48,12 @@ RUN python3 -m pip --python /opt/venv/bin/python install --no-cache-dir --no-dep
     && test -x /overlay/opt/venv/bin/wine-quality
 
 # The model artifact, made world-readable and read-only whatever modes it had in the build context.
+# Without the pickled model: the service never unpickles, so the image carries no pickle at all.
 ARG MODEL_DIR=artifacts/model
 COPY ${MODEL_DIR} /model
-RUN chmod -R a+rX,go-w /model \
+RUN rm -f /model/model.joblib \
+    && chmod -R a+rX,go-w /model \
+    && test -f /model/model.onnx \
     && python3 -c 'import json; json.load(open("/model/metadata.json"))'
 
 # ---------------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ DATA_DIR    ?= data/wine-quality
 export WINE_QUALITY_DATA_SOURCE ?=
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: help venv tools data train run serve test lint image image-test chart-check e2e bench clean
+.PHONY: help venv tools data train run serve test lint image image-test chart-check e2e release-local bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 venv: ## create .venv with the pinned dependencies
 	scripts/bootstrap.sh dev
@@ -56,6 +56,11 @@ chart-check: venv tools ## lint, render and validate the Helm chart offline
 
 e2e: image ## install the chart and smoke-test it (kind with docker, podman kube play here)
 	scripts/e2e.sh
+
+# The release steps of the CI workflow against a registry on loopback (scripts/registry.sh start runs
+# one): REGISTRY=127.0.0.1:PORT make release-local. IMAGE=... reuses a built image when it fits.
+release-local: venv tools $(MODEL_DIR)/metadata.json ## the CI release steps against a loopback registry (REGISTRY=127.0.0.1:PORT)
+	MODEL_DIR=$(MODEL_DIR) scripts/release-local.sh
 
 bench: venv $(MODEL_DIR)/metadata.json ## latency/throughput benchmark; writes benchmarks/results/
 	scripts/bench.sh

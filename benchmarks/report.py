@@ -141,6 +141,12 @@ def compute_goals(
         find(measurements, f"service-promoted-{serving}", "batch_10000"), "rows_per_second"
     )
     floor = _in_process_per_round(inproc_rounds, "promoted", serving)
+    bare = per_round(find(measurements, "floor", "single"))
+    shadowed = find(measurements, f"service-promoted-{serving}+shadow", "single")
+    shadow_p99 = per_round(shadowed, "p99_ms")
+    p99_rise = (
+        [a / b for a, b in zip(shadow_p99, p99, strict=True) if b] if shadow_p99 and p99 else None
+    )
     return [
         _goal(
             "single-row throughput vs the same service serving the linear baseline",
@@ -171,6 +177,22 @@ def compute_goals(
             floor,
             0.5,
             f"{_num(_median(batch))} vs {_num(_median(floor))} rows/s in-process ({serving})",
+        ),
+        _goal(
+            "single-row throughput vs the bare stack (Flask, constant JSON, same gunicorn workers)",
+            ours,
+            bare,
+            0.70,
+            f"{_num(_median(ours))} vs {_num(_median(bare))} req/s",
+        ),
+        _goal(
+            "single-row p99 with a shadow model vs without (ratio)",
+            p99_rise,
+            None,
+            1.10,
+            f"{_num(_median(shadow_p99))} vs {_num(_median(p99))} ms; "
+            f"{_num(_median(per_round(shadowed)))} vs {_num(_median(ours))} req/s",
+            below=True,
         ),
     ]
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -42,14 +43,31 @@ from pathlib import Path
 from typing import Any
 
 import loadgen
+import memory
 import numpy as np
 import peer_mlflow
 import report
 import scenarios
 from scenarios import Bodies, Scenario
-from servers import Server, has_onnx, mlflow_server, seed_server, service_server, verify
+from servers import (
+    Server,
+    floor_server,
+    has_onnx,
+    mlflow_server,
+    seed_server,
+    service_server,
+    verify,
+)
 
-from wine_quality.core.artifact import load_artifact, package_versions, read_metadata
+from wine_quality.app.requestbody import LARGE_BODY_SLOTS
+from wine_quality.app.settings import integer
+from wine_quality.core.artifact import (
+    ArtifactError,
+    load_artifact,
+    package_versions,
+    read_artifact,
+    read_metadata,
+)
 from wine_quality.core.facts import ModelFacts
 from wine_quality.core.features import FEATURE_KEYS
 
@@ -188,11 +206,35 @@ def _in_turn(predictor: Any, singles: list[np.ndarray]) -> Callable[[], Any]:
     return lambda: predictor.predict(next(turn))
 
 
+@dataclasses.dataclass
+class _Explaining:
+    """An artifact's explainer timed like a predictor (explain.SumPredictor computes every
+    contribution, then sums them)."""
+
+    algorithm: str
+    predictor: Any
+
+    def predict(self, rows: np.ndarray) -> Any:
+        return self.predictor.predict(rows)
+
+
+def _explainers(loaded: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
+    from wine_quality.core.explain import SumPredictor
+
+    return {
+        (model, "explain"): _Explaining(m.algorithm, SumPredictor(m.explainer))
+        for (model, runtime), m in loaded.items()
+        if runtime == "onnx" and not isinstance(m, str) and m.explainer is not None
+    }
+
+
 def in_process(
     loaded: dict[tuple[str, str], Any], rows: np.ndarray, budget: float
 ) -> list[dict[str, Any]]:
-    """Median wall time of LoadedModel.predict for one row and for all `rows`, per runtime."""
+    """Median wall time of LoadedModel.predict for one row and for all `rows`, per runtime;
+    and of explaining them (`?explain=1`: base value and contributions), as runtime `explain`."""
     results = []
+    loaded = {**loaded, **_explainers(loaded)}
     # different rows in turn, as a server gets them (one row again and again stays in the caches)
     singles = [rows[i : i + 1].copy() for i in range(min(scenarios.DISTINCT_ROWS, len(rows)))]
     for (model, runtime), predictor in loaded.items():
@@ -337,17 +379,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _reusable(output: Path, promoted: dict) -> bool:
+    """An earlier run's linear artifact: same packages and data as the promoted model's, and
+    still accepted by today's loader (the metadata it requires grows with the project)."""
+    try:
+        meta = read_artifact(output).metadata
+    except ArtifactError:
+        return False
+    same_data = meta.get("data", {}).get("sha256") == promoted.get("data", {}).get("sha256")
+    return meta.get("versions") == promoted.get("versions") and same_data
+
+
 def linear_artifact(args: argparse.Namespace, data_dir: Path, promoted: dict) -> Path:
     if args.linear_model_dir:
         return args.linear_model_dir
     output = args.work_dir / "linear-model"
-    meta_file = output / "metadata.json"
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        if meta.get("versions") == promoted.get("versions") and meta.get("data", {}).get(
-            "sha256"
-        ) == promoted.get("data", {}).get("sha256"):
-            return output
+    if _reusable(output, promoted):
+        return output
     print(f"training the linear baseline artifact into {output}", file=sys.stderr)
     subprocess.run(
         [
@@ -377,7 +425,15 @@ def build_servers(
         if args.sklearn_runtime or not runtimes:
             runtimes.append("sklearn")
         servers += [service_server(model, path, runtime, args.work_dir) for runtime in runtimes]
+    serving = serving_runtime(models["promoted"])
+    # The promoted model again, with the linear baseline (or itself) scoring every row as its
+    # shadow: what shadow scoring costs a single-row request.
+    shadow = models.get("linear", models["promoted"])
+    servers.append(
+        service_server("promoted", models["promoted"], serving, args.work_dir, shadow_dir=shadow)
+    )
     servers += [seed_server(model, path, args.work_dir) for model, path in models.items()]
+    servers.append(floor_server(args.work_dir))
     if peer_dir is not None:
         sample = bodies.rows[:5].tolist()
         servers += [
@@ -385,10 +441,11 @@ def build_servers(
             for model, path in models.items()
         ]
     wanted = args.scenarios.split(",")
-    serving = serving_runtime(models["promoted"])
     for server in servers:
         available = scenarios.scenarios_for(server.kind, bodies, args)
-        if server.kind == "service" and server.name != f"service-promoted-{serving}":
+        if server.name.endswith("+shadow"):
+            available = {k: v for k, v in available.items() if k == "single"}
+        elif server.kind == "service" and server.name != f"service-promoted-{serving}":
             # the full set on the main configuration; the others get what the tables compare
             keep = (
                 ("single", "rate", "batch_100", "batch_10000")
@@ -449,6 +506,7 @@ def measure(
     runs: dict[tuple[str, str], list[dict]] = {}
     inproc_rounds: list[list[dict]] = []
     loads = [loadavg()]
+    serving = serving_runtime(Path(servers[0].env["WINE_QUALITY_MODEL_DIR"]))
     for round_ in range(args.repeats):
         print(f"round {round_ + 1}/{args.repeats}", file=sys.stderr, flush=True)
         inproc_rounds.append(in_process(loaded, rows, args.inprocess_budget))
@@ -460,6 +518,7 @@ def measure(
                     )
                     loads.append(result["loadavg"])
                     runs.setdefault((server.name, key), []).append(result)
+        print_floor_ratio(runs, serving)
     measurements = [
         {
             "server": server.name,
@@ -479,6 +538,43 @@ def measure(
         for key, scenario in server.scenarios.items()
     ]
     return measurements, inproc_rounds, loads
+
+
+def print_floor_ratio(runs: dict[tuple[str, str], list[dict]], serving: str) -> None:
+    """The service's single-row throughput as a share of the bare stack's, this round."""
+    ours = runs.get((f"service-promoted-{serving}", "single"))
+    floor = runs.get(("floor", "single"))
+    if ours and floor:
+        a, b = ours[-1]["requests_per_second"], floor[-1]["requests_per_second"]
+        print(
+            f"  single-row vs the bare stack: {a:.0f} / {b:.0f} req/s = {a / b:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def print_memory(results: list[dict]) -> None:
+    for r in results:
+        print(
+            f"  memory: {r['body']:26} {r['bytes'] / 2**20:5.1f} MiB -> HTTP {r['status']}, "
+            f"worker peak {r['peak_above_idle_kib'] / 1024:6.1f} MiB above idle "
+            f"({r['ratio']:.2f} x the body)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def print_memory_bound(bound: dict) -> None:
+    workers = integer("GUNICORN_WORKERS")
+    worker = bound["peak_above_idle_kib"] / 1024
+    print(
+        f"  memory bound above idle: {worker:.0f} MiB per worker with {bound['requests']} "
+        f"10,000-row batches at once (HTTP {bound['statuses']}; {LARGE_BODY_SLOTS} "
+        f"large bodies per worker at a time), about {workers * worker:.0f} MiB for "
+        f"{workers} workers",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -518,6 +614,13 @@ def main(argv: list[str] | None = None) -> int:
             server.wait_ready()
         phase(f"{len(servers)} servers ready; measuring", started)
         measurements, inproc_rounds, loads = measure(args, servers, loaded, rows)
+        service = next(s for s in servers if s.kind == "service")
+        memory_bound = memory.measure(service.process.pid, service.port)
+        print_memory(memory_bound)
+        concurrent = memory.concurrent_peak_kib(
+            service.process.pid, service.port, integer("GUNICORN_THREADS")
+        )
+        print_memory_bound(concurrent)
     finally:
         for server in servers:
             server.stop()
@@ -534,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         "in_process": report.summarise_in_process(inproc_rounds),
         "in_process_rounds": inproc_rounds,
         "measurements": measurements,
+        "memory": memory_bound,
+        "memory_concurrent": concurrent,
     }
     results["serving_runtime"] = serving_runtime(models["promoted"])
     results["goals"] = report.compute_goals(measurements, inproc_rounds, results["serving_runtime"])

@@ -19,6 +19,8 @@ from pathlib import Path
 import peer_mlflow
 from scenarios import Scenario
 
+from wine_quality.app.settings import raw
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VENV_BIN = Path(sys.executable).parent
@@ -142,9 +144,12 @@ def _mlflow_ready(server: Server) -> bool:
     return _all_workers_said(server, "Application startup complete")
 
 
-def service_server(model: str, model_dir: Path, runtime: str, work: Path) -> Server:
+def service_server(
+    model: str, model_dir: Path, runtime: str, work: Path, shadow_dir: Path | None = None
+) -> Server:
+    """The service as the image runs it; with `shadow_dir`, a second model scores every row too."""
     port = free_port()
-    name = f"service-{model}-{runtime}"
+    name = f"service-{model}-{runtime}" + ("+shadow" if shadow_dir else "")
     env = {
         **os.environ,
         "WINE_QUALITY_MODEL_DIR": str(model_dir),
@@ -155,6 +160,8 @@ def service_server(model: str, model_dir: Path, runtime: str, work: Path) -> Ser
         # Only shortens the teardown between runs; nothing on the request path.
         "GUNICORN_SHUTDOWN_DELAY": "0",
     }
+    if shadow_dir is not None:
+        env["WINE_QUALITY_SHADOW_MODEL_DIR"] = str(shadow_dir)
     command = [
         str(VENV_BIN / "gunicorn"),
         "-c",
@@ -200,6 +207,45 @@ def seed_server(model: str, model_dir: Path, work: Path) -> Server:
         port,
         _seed_ready,
         work / "logs" / f"seed-{model}.log",
+    )
+
+
+def _floor_ready(server: Server) -> bool:
+    scenario = server.scenarios["single"]
+    if http("POST", server.base + scenario.path, scenario.body, timeout=5)[0] != 200:
+        return False
+    return _all_workers_said(server, "Booting worker")
+
+
+def floor_server(work: Path) -> Server:
+    """Flask returning a constant JSON (floor_app.py) under gunicorn with the service's worker
+    count, worker class and threads (their defaults in wine_quality.app.settings)."""
+    port = free_port()
+    command = [
+        str(VENV_BIN / "gunicorn"),
+        "--workers",
+        str(WORKERS),
+        "--worker-class",
+        raw("GUNICORN_WORKER_CLASS"),
+        "--threads",
+        raw("GUNICORN_THREADS"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(HERE),
+        "--no-control-socket",
+        "floor_app:app",
+    ]
+    return Server(
+        "floor",
+        "floor",
+        "none",
+        "constant answer",
+        command,
+        dict(os.environ),
+        port,
+        _floor_ready,
+        work / "logs" / "floor.log",
     )
 
 

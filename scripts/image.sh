@@ -11,6 +11,11 @@
 #                            MODEL_VERSION (from the artifact's metadata.json), CREATED (the time of
 #                            $SOURCE_DATE_EPOCH, else now) and, in GitHub Actions, SOURCE (the
 #                            repository's URL; elsewhere the Dockerfile's default)
+#   scripts/image.sh config-digest [IMAGE|TARBALL]
+#                            print the configuration digest (sha256:..., the image ID) of IMAGE in the
+#                            engine's store (default $IMAGE) or of an image tarball (`docker save`,
+#                            buildx's type=docker output): the release compares it with the image
+#                            it tags in the registry (scripts/release.sh verify-digest)
 #   scripts/image.sh test    run $IMAGE as the chart does (UID 10001, read-only root file system,
 #                            tmpfs /tmp, the chart's environment), wait for /readyz, run
 #                            scripts/smoke-test.sh against it, stop it with SIGTERM and check that it
@@ -78,7 +83,8 @@ stage_model() {
     echo "${resolved#"$repo/"}"
   else
     rm -rf build/image-model
-    cp -R "$model_dir" build/image-model
+    # -L: `wine-quality train` makes the model directory a link to its current version.
+    cp -RL "$model_dir" build/image-model
     echo build/image-model
   fi
 }
@@ -157,6 +163,30 @@ print_build_args() {
   echo "$lines"
 }
 
+# podman 4.3 (buildah 1.28) reuses a cached LABEL or ENV layer when only the build arguments it
+# expands changed, so a rebuild for a new version or commit would keep the old labels. Prints, NUL
+# separated, --label/--env options restating the Dockerfile's LABEL and ENV values that expand build
+# arguments, with the arguments' values (options are applied after the cache: always current).
+arg_expanding_options() {
+  python3 - "$1" <<'EOF'
+import re, shlex, sys
+args = dict(line.split("=", 1) for line in sys.argv[1].splitlines() if "=" in line)
+text = re.sub(r"\\\n", " ", open("Dockerfile").read())
+out = []
+for line in text.splitlines():
+    words = line.strip().split(None, 1)
+    if len(words) < 2 or words[0] not in ("LABEL", "ENV") or "${" not in words[1]:
+        continue
+    for pair in shlex.split(words[1]):
+        key, value = pair.split("=", 1)
+        if "${" in value:
+            value = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), value)
+            if "${" not in value:
+                out += ["--" + words[0].lower(), f"{key}={value}"]
+sys.stdout.write("".join(word + "\0" for word in out))
+EOF
+}
+
 image_size() {
   "$engine" image inspect --format '{{.Size}}' "$image" | awk '{printf "%d bytes (%.0f MB)\n", $1, $1 / 1000000}'
 }
@@ -176,6 +206,9 @@ build() {
     # chroot isolation: RUN steps cannot use the OCI runtime on these hosts. Docker format keeps
     # the HEALTHCHECK, which the OCI image format has no field for.
     args+=(--isolation=chroot --network=host --format=docker --layers)
+    local options
+    mapfile -d '' options < <(arg_expanding_options "$lines")
+    args+=("${options[@]}")
   fi
 
   log "building $image with $engine from $base, model $model_version"
@@ -194,6 +227,23 @@ build() {
   # project's earlier builds (never a tagged image, never one a container uses).
   "$engine" image prune --force --filter "label=org.opencontainers.image.title=wine-quality" \
     >/dev/null || log "could not remove the untagged images of earlier builds"
+}
+
+# The digest of the configuration blob a tarball's manifest.json names, or the image ID in the store.
+config_digest() {
+  local source=${1:-$image} config id
+  if [ -f "$source" ]; then
+    config=$(tar -xOf "$source" manifest.json |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Config"])') ||
+      die "$source: no manifest.json naming a configuration (not an image tarball)"
+    id=$(tar -xOf "$source" "$config" | sha256sum)
+    id=${id%% *}
+  else
+    id=$("$engine" image inspect --format '{{.Id}}' "$source") || die "no image $source"
+  fi
+  id=${id#sha256:}
+  [[ $id =~ ^[0-9a-f]{64}$ ]] || die "$source: '$id' is not a configuration digest"
+  echo "sha256:$id"
 }
 
 # --- test ----------------------------------------------------------------------------------------
@@ -329,6 +379,7 @@ run_test() {
 case "${1:-}" in
   build) build ;;
   build-args) print_build_args ;;
+  config-digest) config_digest "${2:-}" ;;
   test) run_test ;;
-  *) echo "usage: scripts/image.sh build|build-args|test   (see the header of this script)" >&2; exit 2 ;;
+  *) echo "usage: scripts/image.sh build|build-args|config-digest|test   (see the header of this script)" >&2; exit 2 ;;
 esac

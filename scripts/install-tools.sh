@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system tools the test suite drives, when missing:
-#   Debian packages: podman, runc, debootstrap (container image), prometheus + promtool
-#   (observability tests), chromium (browser tests), wrk (benchmark), curl (smoke test);
+#   Debian packages: podman, runc, debootstrap and Debian's archive keyring (container image),
+#   prometheus + promtool (observability tests), chromium (browser tests), wrk (benchmark), curl
+#   (smoke test),
+#   docker-registry (the CNCF distribution registry) and skopeo (a real OCI registry on loopback
+#   and its client, for the release tests: scripts/registry.sh, scripts/release-local.sh);
 #   Helm 4, Helm 3 and kubectl into .tools/bin (scripts/install-helm.sh).
 # Needs root (or sudo) for apt-get; otherwise it names what is missing and stops.
 #
@@ -20,6 +23,8 @@ source scripts/lib.sh
 declare -A wanted=(
   [podman]=podman [runc]=runc [debootstrap]=debootstrap [chromium]=chromium [wrk]=wrk [curl]=curl
   [/usr/libexec/podman/catatonit]=catatonit
+  [docker-registry]=docker-registry [skopeo]=skopeo
+  [/usr/share/keyrings/debian-archive-keyring.gpg]=debian-archive-keyring
 )
 # shellcheck disable=SC2034
 declare -A lean=([prometheus]=prometheus [promtool]=prometheus)
@@ -44,7 +49,7 @@ missing_of() {
   local -n table=$1
   local cmd
   for cmd in "${!table[@]}"; do
-    command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || echo "${table[$cmd]}"
+    command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || echo "${table[$cmd]}"
   done | sort -u
 }
 mapfile -t missing < <(missing_of wanted)

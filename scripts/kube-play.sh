@@ -14,6 +14,8 @@
 #   KUBE_PLAY_PORT   host port on 127.0.0.1 (default: a free one)
 #   READY_TIMEOUT    seconds to wait for /readyz (default 90)
 #   KUBE_PLAY_VALUES extra values file for the chart (optional)
+#   KUBE_PLAY_SCRAPE 1: also render the chart's ServiceMonitor and, after the smoke test, have a real
+#                    Prometheus scrape the pod as it says (scripts/prometheus-scrape.sh); default 0
 #   CONTAINERS_CONF  podman configuration (default scripts/podman/containers.conf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +66,8 @@ values_args=(
   --set "image.repository=${image%:*}" --set "image.tag=${image##*:}" --set image.pullPolicy=Never
 )
 [ -z "${KUBE_PLAY_VALUES:-}" ] || values_args+=(--values "$KUBE_PLAY_VALUES")
+scrape=${KUBE_PLAY_SCRAPE:-0}
+[ "$scrape" != 1 ] || values_args+=(--set serviceMonitor.enabled=true)
 helm template "$release" "$chart" "${values_args[@]}" >"$work/rendered.yaml"
 "$python" scripts/manifests.py kube-play "$work/rendered.yaml" "$manifest" --host-port "$port" \
   --secrets "$work/secrets"
@@ -111,5 +115,13 @@ scripts/smoke-test.sh "$url"
 URL=$url sh -e "$work/helm-test.sh" >"$work/helm-test.log" 2>&1 \
   || { cat "$work/helm-test.log" >&2; die "the helm test script failed"; }
 log "helm test script passed: $(tail -n 1 "$work/helm-test.log")"
+if [ "$scrape" = 1 ]; then
+  # kube play publishes the container port named http; the ServiceMonitor must scrape that one.
+  scraped=$("$python" scripts/scrape-config.py endpoint "$work/rendered.yaml" \
+    | "$python" -c 'import json, sys; print(json.load(sys.stdin)["port_name"])')
+  [ "$scraped" = http ] || die "the ServiceMonitor scrapes container port '$scraped', kube play publishes only http"
+  scripts/prometheus-scrape.sh "$work/rendered.yaml" \
+    "$(podman pod inspect --format '{{.Name}}' "$pod")=127.0.0.1:$port"
+fi
 log "memory in use after the smoke test: $(podman stats --no-stream --format '{{.MemUsage}}' "$container" 2>/dev/null || echo unknown)"
 log "passed"

@@ -4,13 +4,15 @@
 manifests.py split FILE DIR
     Writes each document of FILE to DIR/<kind>-<name>.yaml; prints one line per document,
     "<kind> <path>", so callers can route each kind to its validator.
-manifests.py kube-play FILE OUT --host-port PORT [--secrets DIR]
+manifests.py kube-play FILE OUT --host-port PORT [--canary-port PORT] [--secrets DIR]
     Writes to OUT what `podman kube play` runs: the Deployments, ConfigMaps and Secrets of FILE,
     with each Deployment cut to one replica and its `http` container port published on
-    127.0.0.1:PORT (podman publishes only ports that name a hostPort). With --secrets, each Secret
-    goes to DIR/<name>.json instead, as the JSON object of its data (base64 values), the form
-    `podman secret create` takes and every podman's `secretKeyRef` reads (podman 4.3 stores a
-    Secret document of the kube file in a form its own `secretKeyRef` cannot read).
+    127.0.0.1:PORT (podman publishes only ports that name a hostPort); the canary track's
+    Deployment (label track: canary), when the chart renders one, on --canary-port. With
+    --secrets, each Secret goes to DIR/<name>.json instead, as the JSON object of its data
+    (base64 values), the form `podman secret create` takes and every podman's `secretKeyRef`
+    reads (podman 4.3 stores a Secret document of the kube file in a form its own `secretKeyRef`
+    cannot read).
 manifests.py helm-test-script FILE
     Prints the `helm test` pod's shell script, preceded by exports of its environment except URL,
     so that the host's sh and curl can run the same check against a pod published on 127.0.0.1.
@@ -65,6 +67,21 @@ def publish_http(deployment: dict, host_port: int) -> None:
         port["hostIP"] = "127.0.0.1"
 
 
+def keep_init_containers(deployment: dict) -> None:
+    """podman 4.3 removes a "once" init container (its default) right after starting it and fails
+    when it is still running; "always" init containers are kept, and run before the pod's
+    containers all the same. podman reads the annotation from the Deployment's own metadata."""
+    if deployment["spec"]["template"]["spec"].get("initContainers"):
+        annotations = deployment["metadata"].setdefault("annotations", {})
+        annotations["io.podman.annotations.init.container.type"] = "always"
+
+
+def track(deployment: dict) -> str:
+    """The chart's track of a Deployment: stable (also for a Deployment without the label) or
+    canary."""
+    return deployment["metadata"].get("labels", {}).get("track", "stable")
+
+
 def secret_data(secret: dict) -> dict[str, str]:
     data = dict(secret.get("data") or {})
     for key, value in (secret.get("stringData") or {}).items():
@@ -72,7 +89,13 @@ def secret_data(secret: dict) -> dict[str, str]:
     return data
 
 
-def kube_play(path: Path, out: Path, host_port: int, secrets: Path | None = None) -> None:
+def kube_play(
+    path: Path,
+    out: Path,
+    host_port: int,
+    secrets: Path | None = None,
+    canary_port: int | None = None,
+) -> None:
     selected = [doc for doc in documents(path) if doc.get("kind") in PLAYABLE_KINDS]
     if secrets is not None:
         secrets.mkdir(parents=True, exist_ok=True)
@@ -80,10 +103,16 @@ def kube_play(path: Path, out: Path, host_port: int, secrets: Path | None = None
             target = secrets / f"{secret['metadata']['name']}.json"
             target.write_text(json.dumps(secret_data(secret)), encoding="utf-8")
         selected = [doc for doc in selected if doc["kind"] != "Secret"]
-    deployments = [doc for doc in selected if doc["kind"] == "Deployment"]
-    if len(deployments) != 1:
-        raise SystemExit(f"manifests: expected one Deployment in {path}, found {len(deployments)}")
-    publish_http(deployments[0], host_port)
+    ports = {"stable": host_port, "canary": canary_port}
+    found = [doc for doc in selected if doc["kind"] == "Deployment"]
+    deployments = {track(doc): doc for doc in found}
+    if "stable" not in deployments or len(deployments) != len(found):
+        raise SystemExit(f"manifests: expected one Deployment per track in {path}")
+    for name, deployment in deployments.items():
+        if ports.get(name) is None:
+            raise SystemExit(f"manifests: no host port for the {name} Deployment (--canary-port)")
+        publish_http(deployment, ports[name])
+        keep_init_containers(deployment)
     # ConfigMaps and Secrets first: podman resolves envFrom references in document order.
     selected.sort(key=lambda doc: PLAYABLE_KINDS.index(doc["kind"]))
     out.write_text(yaml.safe_dump_all(selected, sort_keys=False), encoding="utf-8")
@@ -142,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     play_parser.add_argument("file", type=Path)
     play_parser.add_argument("out", type=Path)
     play_parser.add_argument("--host-port", type=int, required=True)
+    play_parser.add_argument("--canary-port", type=int)
     play_parser.add_argument("--secrets", type=Path)
     test_parser = commands.add_parser("helm-test-script")
     test_parser.add_argument("file", type=Path)
@@ -153,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, target in split(args.file, args.folder):
             print(kind, target)
     elif args.command == "kube-play":
-        kube_play(args.file, args.out, args.host_port, args.secrets)
+        kube_play(args.file, args.out, args.host_port, args.secrets, args.canary_port)
     elif args.command == "helm-test-script":
         print(helm_test_script(args.file))
     else:

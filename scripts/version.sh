@@ -2,13 +2,16 @@
 # The project's version, from its one source: `[project] version` in pyproject.toml.
 #
 #   scripts/version.sh            print the version in pyproject.toml (MAJOR.MINOR.PATCH)
-#   scripts/version.sh next       print the version the next release gets
+#   scripts/version.sh next [TAKEN...]
+#                                 print the version the next release gets; TAKEN versions (X.Y.Z,
+#                                 for example the registry's version tags or reservations of
+#                                 scripts/release.sh) count like the tags vX.Y.Z
 #   scripts/version.sh stamp VER  write VER into pyproject.toml (CI workspace only; never committed)
 #
 # Release scheme (docs/pipeline.md): pyproject.toml holds the lowest version the next release may
 # have. Every push to main that passes the pipeline releases
 #   - that version itself, when no release tag vMAJOR.MINOR.* at or above it exists yet, else
-#   - the highest existing vMAJOR.MINOR.N tag with N + 1.
+#   - the highest existing vMAJOR.MINOR.N tag (or taken version) with N + 1.
 # So patch releases need no commit; a maintainer cuts a minor or major release by setting
 # version = "0.2.0" or "1.0.0" in pyproject.toml. Tags are read from the local git repository
 # (CI checks out with full history).
@@ -29,7 +32,7 @@ current() {
 }
 
 next() {
-  local base major minor patch highest=-1 tag n
+  local base major minor patch highest=-1 tag n taken
   base=$(current)
   [[ $base =~ $semver ]]
   major=${BASH_REMATCH[1]} minor=${BASH_REMATCH[2]} patch=${BASH_REMATCH[3]}
@@ -38,7 +41,7 @@ next() {
     if [[ $n =~ ^[0-9]+$ ]] && (( 10#$n > highest )); then
       highest=$((10#$n))
     fi
-  done < <(git tag --list "v$major.$minor.*")
+  done < <(git tag --list "v$major.$minor.*"; for taken in "$@"; do echo "v$taken"; done)
   if (( highest < patch )); then
     echo "$major.$minor.$patch"
   else
@@ -58,7 +61,7 @@ stamp() {
 
 case "${1:-current}" in
   current) current ;;
-  next) next ;;
+  next) shift; next "$@" ;;
   stamp) stamp "${2:-}" ;;
   *) echo "usage: scripts/version.sh [current|next|stamp VERSION]" >&2; exit 2 ;;
 esac

@@ -21,8 +21,8 @@ import pytest
 import requests
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-# Every worker loads and verifies the model after the fork: up to ~25 s each on a busy 2-core
-# machine.
+# The master loads and verifies the model before it forks the workers: up to ~25 s on a busy
+# 2-core machine.
 STARTUP_SECONDS = 180.0
 STOP_SECONDS = 40.0
 
@@ -61,9 +61,15 @@ class GunicornServer:
 
     @classmethod
     def start(
-        cls, model_dir: Path, folder: Path, timeout: float = STARTUP_SECONDS, **env: str | None
+        cls,
+        model_dir: Path,
+        folder: Path,
+        timeout: float = STARTUP_SECONDS,
+        ready: bool = True,
+        **env: str | None,
     ) -> GunicornServer:
-        """The service serving `model_dir`, its logs and metrics in `folder`, ready.
+        """The service serving `model_dir`, its logs and metrics in `folder`, ready (with
+        `ready=False`: once every worker has booted, whatever /readyz answers).
 
         `env` overrides the environment (GUNICORN_WORKERS defaults to 2); None removes a variable.
         """
@@ -96,19 +102,23 @@ class GunicornServer:
             )
         server = cls(process, port, stdout, stderr)
         try:
-            server.wait_ready(int(environment["GUNICORN_WORKERS"]), timeout)
+            server.wait_ready(int(environment["GUNICORN_WORKERS"]), timeout, ready)
         except BaseException:  # pytest.fail included: never leave a server running
             server.stop()
             raise
         return server
 
-    def wait_ready(self, workers: int, timeout: float) -> None:
-        """Until every worker has logged ": booted" (model loaded) and /readyz answers 200."""
+    def wait_ready(self, workers: int, timeout: float, ready: bool = True) -> None:
+        """Until every worker has logged ": booted" (model loaded) and /readyz answers 200, or
+        only the former when `ready` is False."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.logs()}")
-            if self.stderr.read_text().count(": booted") >= workers:
+            booted = self.stderr.read_text().count(": booted") >= workers
+            if booted and not ready:
+                return
+            if booted:
                 try:
                     status = requests.get(f"{self.url}/readyz", timeout=10).status_code
                 except requests.RequestException:  # accepted before a worker is up

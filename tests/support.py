@@ -49,3 +49,23 @@ def git_head() -> str:
 class BuiltImage(NamedTuple):
     name: str  # localhost/wine-quality:<version>, in podman's image store
     commit: str  # the commit checked out when it was built
+
+
+def sample_intervals() -> dict:
+    """A valid `intervals` block of metadata.json, for hand-made artifacts and metadata."""
+    from wine_quality.core.features import FEATURES
+
+    return {
+        "level": 0.8,
+        "quantile": 1.5,
+        "difficulty": {
+            "intercept": 0.5,
+            "weights": {f.key: 0.0 for f in FEATURES},
+            "prediction_weight": 0.0,
+            "floor": 0.05,
+            "ceiling": 1.0,
+        },
+        "coverage_test": 0.8,
+        "mean_width_test": 1.5,
+        "method": "normalised cross-conformal",
+    }

@@ -271,14 +271,14 @@ def test_wrong_metadata_is_not_ready_with_the_field_named(
 def test_tampered_artifact_is_refused_with_the_reason(tmp_path, small_model_dir):
     copy = tmp_path / "model"
     shutil.copytree(small_model_dir, copy)
-    model_file = copy / "model.joblib"
+    model_file = copy / "model.onnx"  # the file the service runs
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
     client = create_app(Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(copy)})).test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert "sha256" in ready.json["error"]["message"]
+    assert "model.onnx: sha256 mismatch" in ready.json["error"]["message"]
 
 
 def test_openapi_spec_is_generated_from_the_feature_module(make_app):
@@ -365,10 +365,103 @@ def test_the_hot_path_emits_no_warnings(model_dir, runtime):
 
     model = load_artifact(model_dir, runtime)
     if model.runtime != runtime:
-        pytest.skip(f"the artifact has no {runtime} runtime ({model.fallback_reason})")
+        pytest.skip(f"the artifact has no {runtime} runtime")
     client = create_app(Settings.from_env({}), model=model).test_client()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert client.post("/predict", json=WINE).status_code == 200
         assert client.post("/v1/predict", json={"instances": [WINE, OTHER]}).status_code == 200
     assert [str(w.message) for w in caught] == []
+
+
+# --------------------------------------------------------------------------- intervals, reasons
+
+
+def test_every_prediction_carries_its_interval(api_client, loaded_model):
+    single = api_client.post("/v1/predict", json=WINE).json
+    batch = api_client.post("/v1/predict", json={"instances": [WINE, OTHER]}).json
+    level = loaded_model.facts.intervals.level
+    for record in [single, *batch["predictions"]]:
+        interval = record["interval"]
+        assert interval["level"] == level
+        assert interval["low"] < record["quality"] < interval["high"]
+        assert "contributions" not in record and "base_value" not in record
+    rows = np.array([list(WINE.values())])
+    low, high = loaded_model.facts.intervals.bounds(rows, loaded_model.predict(rows))
+    assert single["interval"]["low"] == pytest.approx(low[0], abs=1e-6)
+    assert single["interval"]["high"] == pytest.approx(high[0], abs=1e-6)
+
+
+def test_csv_answers_have_quality_low_and_high(api_client):
+    response = api_client.post(
+        "/v1/predict",
+        data=_csv([WINE, OTHER]),
+        content_type="text/csv",
+        headers={"Accept": "text/csv"},
+    )
+    records = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert list(records[0])[:4] == ["quality", "grade", "quality_low", "quality_high"]
+    for record in records:
+        assert (
+            float(record["quality_low"]) < float(record["quality"]) < float(record["quality_high"])
+        )
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "TRUE"])
+def test_explain_adds_contributions_that_sum_to_the_quality(api_client, flag):
+    body = api_client.post(f"/v1/predict?explain={flag}", json={"instances": [WINE, OTHER]}).json
+    for record in body["predictions"]:
+        assert list(record["contributions"]) == list(FEATURE_KEYS)
+        total = record["base_value"] + sum(record["contributions"].values())
+        assert abs(total - record["quality"]) <= 1e-6
+    single = api_client.post(f"/v1/predict?explain={flag}", json=WINE).json
+    assert set(single["contributions"]) == set(FEATURE_KEYS) and "interval" in single
+
+
+@pytest.mark.parametrize("flag", ["0", "false"])
+def test_explain_off_answers_as_without_it(api_client, flag):
+    assert api_client.post(f"/v1/predict?explain={flag}", json=WINE).json == (
+        api_client.post("/v1/predict", json=WINE).json
+    )
+
+
+@pytest.mark.parametrize("query", ["explain=2", "explain=yes", "explain=", "explain=1&explain=1"])
+def test_an_invalid_explain_value_is_422_naming_the_parameter(api_client, query):
+    response = api_client.post(f"/v1/predict?{query}", json=WINE)
+    assert response.status_code == 422
+    error = response.json["error"]
+    assert error["code"] == "invalid_parameter"
+    assert error["details"][0]["field"] == "explain"
+    assert "1, true, 0, false" in error["message"]
+
+
+def test_explained_csv_gains_base_value_and_contribution_columns(api_client):
+    response = api_client.post(
+        "/v1/predict?explain=1",
+        data=_csv([WINE, OTHER]),
+        content_type="text/csv",
+        headers={"Accept": "text/csv"},
+    )
+    records = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    for record in records:
+        parts = [float(record[f"contribution_{key}"]) for key in FEATURE_KEYS]
+        assert abs(float(record["base_value"]) + sum(parts) - float(record["quality"])) <= 1e-6
+
+
+def test_forest_explanations_of_500_served_rows_add_up(model_dir, data_source):
+    """The promoted extra-trees model, served by ONNX, explained from the artifact's tree arrays:
+    500 rows of the red file, each within 1e-6 of the served quality."""
+    from wine_quality.core.artifact import load_artifact
+
+    model = load_artifact(model_dir)
+    assert model.runtime == "onnx" and model.explainer.method == "tree_path"
+    app = create_app(Settings.from_env({}), model=model)
+    text = (data_source / "winequality-red.csv").read_text().splitlines()
+    body = "\n".join(text[:501])
+    response = app.test_client().post("/v1/predict?explain=1", data=body, content_type="text/csv")
+    predictions = response.json["predictions"]
+    assert len(predictions) == 500
+    gaps = [
+        abs(p["base_value"] + sum(p["contributions"].values()) - p["quality"]) for p in predictions
+    ]
+    assert max(gaps) <= 1e-6

@@ -44,7 +44,12 @@ def test_health_and_metadata(api_client, loaded_model):
     assert model["inputs"][0]["shape"] == [-1, 11]
     assert model["inputs"][0]["parameters"]["columns"] == list(FEATURE_NAMES)
     assert model["inputs"][0]["parameters"]["datatypes"] == ["FP32", "FP64"]  # both accepted
-    assert [o["name"] for o in model["outputs"]] == ["quality", "grade"]
+    assert [o["name"] for o in model["outputs"]] == [
+        "quality",
+        "grade",
+        "quality_low",
+        "quality_high",
+    ]
     assert api_client.get("/v2/models/wine-quality/ready").json["ready"] is True
 
 
@@ -59,7 +64,7 @@ def test_infer_with_one_tensor(api_client, loaded_model, datatype, nested):
     assert body["model_name"] == "wine-quality"
     assert body["model_version"] == loaded_model.version
     assert body["id"] == "req-7"
-    quality, grade = body["outputs"]
+    quality, grade, _, _ = body["outputs"]  # then the interval's bounds
     assert (quality["name"], quality["shape"], quality["datatype"]) == ("quality", [3], "FP64")
     np.testing.assert_allclose(quality["data"], loaded_model.predict(np.array(ROWS)), atol=1e-9)
     assert grade["data"] == [int(np.floor(q + 0.5)) for q in quality["data"]]
@@ -162,3 +167,23 @@ def test_model_routes_by_version_and_their_404s(api_client, loaded_model):
         "/v2/models/wine-quality/versions/0.0.0/infer", json={"inputs": [tensor()]}
     )
     assert response.status_code == 404 and "unknown version" in response.json["error"]
+
+
+def test_interval_bounds_are_outputs_with_their_level(api_client, loaded_model):
+    body = api_client.post(INFER, json={"inputs": [tensor()]}).json
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert list(outputs) == ["quality", "grade", "quality_low", "quality_high"]
+    quality = np.array(outputs["quality"]["data"])
+    low, high = np.array(outputs["quality_low"]["data"]), np.array(outputs["quality_high"]["data"])
+    assert np.all(low < quality) and np.all(quality < high)
+    for name in ("quality_low", "quality_high"):
+        assert outputs[name]["datatype"] == "FP64" and outputs[name]["shape"] == [len(ROWS)]
+        assert outputs[name]["parameters"]["level"] == loaded_model.facts.intervals.level
+    metadata = api_client.get("/v2/models/wine-quality").json
+    assert [o["name"] for o in metadata["outputs"]][2:] == ["quality_low", "quality_high"]
+
+
+def test_interval_outputs_can_be_requested_alone(api_client):
+    wanted = [{"name": "quality_high"}, {"name": "quality_low"}]
+    body = api_client.post(INFER, json={"inputs": [tensor()], "outputs": wanted}).json
+    assert [o["name"] for o in body["outputs"]] == ["quality_high", "quality_low"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
+from support import sample_intervals
 from wine_quality.core.artifact import (
     METADATA_FILE,
     ArtifactError,
@@ -54,7 +54,7 @@ def refused(directory: Path, runtime: str = "auto") -> str:
 def test_loads_with_the_onnx_runtime_by_default(model_dir):
     model = load_artifact(model_dir)
     metadata = json.loads((model_dir / METADATA_FILE).read_text())
-    assert model.runtime == "onnx" and model.fallback_reason is None
+    assert model.runtime == "onnx"
     assert model.version == metadata["version"] and model.algorithm == metadata["algorithm"]
     assert model.load_seconds > 0
     assert model.metadata == metadata
@@ -94,8 +94,10 @@ def test_tampered_model_file(artifact):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    message = refused(artifact)
+    message = refused(artifact, "sklearn")
     assert str(path) in message and "sha256 mismatch" in message and "refusing" in message
+    # the ONNX runtime never reads the pickle
+    assert load_artifact(artifact).runtime == "onnx"
 
 
 def test_truncated_model_file(artifact):
@@ -107,13 +109,14 @@ def test_truncated_model_file(artifact):
 
 def test_wrong_checksum_in_metadata(artifact):
     edit_metadata(artifact, lambda m: m["model_file"].update(sha256="0" * 64))
-    message = refused(artifact)
+    message = refused(artifact, "sklearn")
     assert "model.joblib: sha256 mismatch" in message and "0" * 64 in message
 
 
 def test_missing_model_file(artifact):
     (artifact / "model.joblib").unlink()
-    assert "model.joblib: cannot read the scikit-learn model" in refused(artifact)
+    assert "model.joblib: cannot read the scikit-learn model" in refused(artifact, "sklearn")
+    assert load_artifact(artifact).runtime == "onnx"  # as in the image, which has no pickle
 
 
 def test_other_scikit_learn_version(artifact):
@@ -144,11 +147,9 @@ def test_missing_reference_tolerance_is_named(artifact):
     assert "reference.tolerance is missing" in refused(artifact, "sklearn")
 
 
-def test_auto_falls_back_when_the_onnx_tolerance_is_missing(artifact):
+def test_missing_onnx_tolerance_is_refused(artifact):
     edit_metadata(artifact, lambda m: m["runtimes"]["onnx"].pop("tolerance"))
-    model = load_artifact(artifact)
-    assert model.runtime == "sklearn"
-    assert "runtimes.onnx.tolerance is missing" in model.fallback_reason
+    assert "runtimes.onnx.tolerance is missing" in refused(artifact)
 
 
 def test_missing_directory(tmp_path):
@@ -167,7 +168,9 @@ def test_reference_outputs_not_reproduced(artifact):
 
 def test_model_file_outside_the_artifact_is_refused(artifact):
     edit_metadata(artifact, lambda m: m["model_file"].update(path="../elsewhere.joblib"))
-    assert "invalid file name" in refused(artifact)
+    assert "invalid file name" in refused(artifact, "sklearn")
+    edit_metadata(artifact, lambda m: m["runtimes"]["onnx"].update(file="/etc/hostname"))
+    assert "invalid file name '/etc/hostname' for the ONNX model" in refused(artifact)
 
 
 def test_tampered_onnx_file_is_refused_not_skipped(artifact):
@@ -183,36 +186,44 @@ def test_unknown_runtime(model_dir):
     assert "unknown runtime 'gpu'" in refused(model_dir, "gpu")
 
 
-# --------------------------------------------------------------------------- runtime fallback
+# ------------------------------------------------------------------- no fallback to the pickle
 
 
-def test_auto_falls_back_when_the_artifact_has_no_onnx(artifact, caplog):
+def test_no_onnx_model_is_refused_and_the_pickle_is_not_used(artifact):
     edit_metadata(artifact, lambda m: m.update(runtimes={"onnx": None, "reason": "export failed"}))
-    with caplog.at_level(logging.WARNING, logger="wine_quality.core.artifact"):
-        model = load_artifact(artifact)
-    assert model.runtime == "sklearn"
-    assert "no ONNX model (export failed)" in model.fallback_reason
-    assert model.fallback_reason in caplog.text
-    message = refused(artifact, "onnx")
-    assert "runtime onnx was requested but the artifact has no ONNX model" in message
+    for runtime in ("auto", "onnx"):
+        message = refused(artifact, runtime)
+        assert "the artifact has no ONNX model (export failed)" in message
+        assert "never unpickles model.joblib" in message
+    assert load_artifact(artifact, "sklearn").runtime == "sklearn"  # only when chosen
 
 
-def test_auto_falls_back_when_onnxruntime_is_missing(model_dir, monkeypatch):
+def test_missing_onnxruntime_is_refused(model_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
-    model = load_artifact(model_dir)
-    assert model.runtime == "sklearn"
-    assert "onnxruntime is not available" in model.fallback_reason
-    assert "onnxruntime is not available" in refused(model_dir, "onnx")
+    assert "onnxruntime is not available" in refused(model_dir)
 
 
-def test_auto_falls_back_when_onnx_does_not_reproduce_the_references(model_dir, tmp_path):
+def test_onnx_not_reproducing_the_references_is_refused(model_dir, tmp_path):
     artifact = tmp_path / "model"
     shutil.copytree(model_dir, artifact)
     # Tighter than the float32 output of the tree ensemble can meet: the ONNX check fails.
     edit_metadata(artifact, lambda m: m["runtimes"]["onnx"].update(tolerance=0.0))
-    model = load_artifact(artifact)
-    assert model.runtime == "sklearn"
-    assert "model.onnx: does not reproduce the reference predictions" in model.fallback_reason
+    assert "model.onnx: does not reproduce the reference predictions" in refused(artifact)
+
+
+def test_sklearn_runtime_without_scikit_learn_names_it(artifact, monkeypatch):
+    from wine_quality.core import artifact as module
+
+    installed = module.importlib_metadata.version
+
+    def version_without_sklearn(name: str) -> str:
+        if name == "scikit-learn":
+            raise module.importlib_metadata.PackageNotFoundError(name)
+        return installed(name)
+
+    monkeypatch.setattr(module.importlib_metadata, "version", version_without_sklearn)
+    message = refused(artifact, "sklearn")
+    assert "runtime sklearn needs scikit-learn" in message and "not installed" in message
 
 
 # --------------------------------------------------------------------------- writing
@@ -246,6 +257,7 @@ def served_facts(X: np.ndarray, y: np.ndarray) -> dict:
         "data": {"rows": len(y), "test_rows": 0},
         "metrics": {"test": {}},
         "target": {"mean": float(y.mean())},
+        "intervals": sample_intervals(),
         "features": [
             {
                 "name": f.name,
@@ -281,7 +293,7 @@ def test_failed_save_leaves_the_previous_artifact_untouched(tmp_path):
     with pytest.raises(RuntimeError, match="disk full"):
         save_artifact(output, model, metadata, write_docs=crash)
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging directory left
+    assert not list(tmp_path.glob(".model.new-*"))  # no staging directory left
     assert load_artifact(output, "sklearn").version == first["version"]
 
 
@@ -292,7 +304,58 @@ def test_save_replaces_a_previous_artifact_completely(tmp_path):
     (output / "stale.txt").write_text("old")
     save_artifact(output, model, metadata)
     assert sorted(p.name for p in output.iterdir()) == ["metadata.json", "model.joblib"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    # the plain directory was swapped for a link atomically, then removed
+    assert output.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir() if p != output.resolve()) == [
+        ".model.lock",
+        "model",
+    ]
+
+
+def test_each_write_switches_the_link_and_keeps_only_the_replaced_version(tmp_path):
+    model, metadata = tiny_model()
+    output = tmp_path / "model"
+    versions = []
+    for _ in range(3):
+        save_artifact(output, model, metadata)
+        versions.append(output.resolve())
+    assert len(set(versions)) == 3 and all(v.parent == tmp_path for v in versions)
+    # the live version and the one it replaced (a loader may still be reading it); older ones go
+    assert sorted(tmp_path.glob(".model.v-*")) == sorted(versions[1:])
+    assert load_artifact(output, "sklearn").predict(np.ones((1, 11))).shape == (1,)
+
+
+def test_leftovers_of_a_killed_write_are_removed_by_the_next(tmp_path):
+    model, metadata = tiny_model()
+    output = tmp_path / "model"
+    save_artifact(output, model, metadata)
+    live = output.resolve()
+    staging = tmp_path / ".model.new-abc123"
+    staging.mkdir()
+    (staging / "model.joblib").write_bytes(b"half" * 1000)
+    orphan = tmp_path / ".model.v-deadbeef-0000"  # renamed, but the link never switched to it
+    shutil.copytree(live, orphan)
+    (tmp_path / ".model.link-0000").symlink_to(orphan.name)
+    unrelated = tmp_path / ".modelling-notes"
+    unrelated.write_text("kept")
+    save_artifact(output, model, metadata)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(
+        [".model.lock", ".modelling-notes", "model", live.name, output.resolve().name]
+    )
+
+
+def test_a_second_writer_is_refused_while_one_writes(tmp_path):
+    import fcntl
+
+    model, metadata = tiny_model()
+    output = tmp_path / "model"
+    save_artifact(output, model, metadata)
+    with (tmp_path / ".model.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(ArtifactError, match="another process is writing this artifact"):
+            save_artifact(output, model, metadata)
+    assert load_artifact(output, "sklearn")
 
 
 # --------------------------------------------------------------------------- the predict command
@@ -343,7 +406,7 @@ def test_predict_names_the_bad_row_and_field(model_dir):
 def test_predict_refuses_a_broken_artifact(artifact):
     metadata = json.loads((artifact / METADATA_FILE).read_text())
     body = json.dumps(dict(zip(FEATURE_KEYS, metadata["reference"]["inputs"][0], strict=True)))
-    (artifact / "model.joblib").write_bytes(b"not a model")
+    (artifact / "model.onnx").write_bytes(b"not a model")
     result = predict("--model-dir", str(artifact), "-", stdin=body)
     assert result.returncode == 1 and result.stdout == ""
-    assert "model.joblib: sha256 mismatch" in result.stderr
+    assert "model.onnx: sha256 mismatch" in result.stderr

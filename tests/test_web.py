@@ -361,7 +361,7 @@ def test_the_uci_file_itself_is_predicted(client, model, red_csv, red_rows) -> N
     table = body.split('id="results-table"')[1]
     first_row = re.search(r"<tbody>\s*<tr[^>]*>(.*?)</tr>", table, re.S)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", first_row.group(1))
-    assert cells[-2] == f"{expected[0]:.2f}"
+    assert cells[-3] == f"{expected[0]:.2f}"  # then the grade and the interval
 
 
 def test_the_download_holds_every_row_with_inputs_and_predictions(
@@ -432,7 +432,10 @@ def test_too_many_rows_are_refused_with_the_limit(settings, model, red_csv) -> N
     client = build_app(settings, model, max_batch_rows=100).test_client()
     response = upload(client, red_csv)
     assert response.status_code == 413
-    assert "Batch has 1599 rows; the limit is 100" in text_of(response)
+    text = text_of(response)
+    assert "The CSV has more than 100 lines after the header" in text
+    assert "the limit is 100 rows" in text
+    assert "Split the file into smaller batches" in text
 
 
 def test_an_upload_above_the_body_limit_gets_a_readable_413(settings, model, red_csv) -> None:
@@ -587,3 +590,61 @@ def test_pages_are_not_cached_but_assets_are(client) -> None:
     assert icon.status_code == 200
     assert icon.mimetype == "image/svg+xml"
     assert "no-store" not in icon.headers.get("Cache-Control", "")
+
+
+# ---------------------------------------------------------------- intervals and reasons
+
+
+def test_the_result_shows_the_interval_next_to_the_grade(client, model, red_rows) -> None:
+    body = client.post("/", data=form_for(red_rows[0], token_of(client))).get_data(as_text=True)
+    low, high = model.facts.intervals.bounds(red_rows[:1], model.predict(red_rows[:1]))
+    assert re.search(r'id="interval-low">(.*?)<', body).group(1) == f"{low[0]:.1f}"
+    assert re.search(r'id="interval-high">(.*?)<', body).group(1) == f"{high[0]:.1f}"
+    assert f"{model.facts.intervals.level:.0%} interval" in body
+    assert 'id="contributions"' not in body  # only when asked for
+    assert 'name="explain" value="1" id="explain">' in body  # the toggle, unchecked
+
+
+def test_the_explain_toggle_draws_the_contributions_without_inline_styles(
+    client, model, red_rows
+) -> None:
+    form = {**form_for(red_rows[0], token_of(client)), "explain": "1"}
+    response = client.post("/", data=form)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200
+    explanation = model.explainer.explain(red_rows[:1])
+    chart = re.search(r'<figure class="contributions".*?</figure>', body, re.S).group(0)
+    rows = re.findall(
+        r'<tr data-key="(\w+)">.*?<rect x="([\d.]+)" width="([\d.]+)".*?class="amount">(.*?)</td>',
+        chart,
+        re.S,
+    )
+    assert len(rows) == 11
+    shown = {key: float(amount) for key, _, _, amount in rows}
+    expected = dict(zip((f.key for f in FEATURES), explanation.contributions[0], strict=True))
+    for key, value in shown.items():
+        assert value == pytest.approx(expected[key], abs=5e-4)
+    # largest effect first, its bar half the chart wide; the others in proportion
+    assert [abs(v) for v in shown.values()] == sorted(
+        (abs(v) for v in shown.values()), reverse=True
+    )
+    assert float(rows[0][2]) == pytest.approx(50)
+    for _, x, width, amount in rows:
+        assert float(x) == pytest.approx(50 if float(amount) >= 0 else 50 - float(width), abs=0.01)
+    base = float(re.search(r'id="base-value">(.*?)<', chart).group(1))
+    assert base == pytest.approx(explanation.base_value[0], abs=5e-3)
+    assert "style=" not in body and "<script" not in body
+    assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
+    assert 'id="explain" checked' in body  # the toggle stays on
+
+
+def test_the_batch_table_and_download_carry_the_interval(client, model, red_rows) -> None:
+    content = csv_text(red_rows[:5], [f.name for f in FEATURES], ";")
+    body = upload(client, content).get_data(as_text=True)
+    low, high = model.facts.intervals.bounds(red_rows[:5], model.predict(red_rows[:5]))
+    cells = re.findall(r'<td class="interval">(.*?)</td>', body)
+    assert cells == [f"{a:.1f}\N{EN DASH}{b:.1f}" for a, b in zip(low, high, strict=True)]
+    link = re.search(r'id="download" href="data:text/csv;charset=utf-8;base64,([^"]+)"', body)
+    records = list(csv.DictReader(io.StringIO(base64.b64decode(link.group(1)).decode())))
+    np.testing.assert_allclose([float(r["quality_low"]) for r in records], low, atol=1e-6)
+    np.testing.assert_allclose([float(r["quality_high"]) for r in records], high, atol=1e-6)

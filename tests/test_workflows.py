@@ -105,6 +105,31 @@ def test_the_tested_and_the_pushed_build_are_the_same_build(ci):
     assert 'scripts/release.sh build-env >> "$GITHUB_ENV"' in runs
 
 
+def test_the_pipeline_checks_that_it_releases_the_tested_image(ci):
+    """Two build calls may differ: the build job compares the pushed image's configuration digest
+    with the tarball's that e2e-kind tests, and the release job checks it again before tagging."""
+    build = ci["jobs"]["build"]
+    names = [step.get("id") or step.get("name") for step in build["steps"]]
+    tested = next(s for s in build["steps"] if s.get("id") == "tested")
+    assert "scripts/image.sh config-digest" in tested["run"]
+    assert names.index("tested") > next(
+        i for i, s in enumerate(build["steps"]) if "type=docker" in str(s.get("with", {}))
+    )
+    verify = next(s for s in build["steps"] if s.get("run") == "scripts/release.sh verify-digest")
+    assert names.index(verify["name"]) > names.index("push")
+    assert verify["if"] == "env.PUSH == 'true'"
+    assert verify["env"] == {
+        "DIGEST": "${{ steps.push.outputs.digest }}",
+        "TESTED_CONFIG_DIGEST": "${{ steps.tested.outputs.config-digest }}",
+    }
+    assert build["outputs"]["config-digest"] == "${{ steps.tested.outputs.config-digest }}"
+    release = ci["jobs"]["release"]
+    assert release["env"]["TESTED_CONFIG_DIGEST"] == "${{ needs.build.outputs.config-digest }}"
+    assert release["env"]["DIGEST"] == "${{ needs.build.outputs.digest }}"
+    # publish runs verify-digest before it reserves or tags anything (scripts/release.sh).
+    assert [s["run"] for s in release["steps"] if "run" in s][-1] == "scripts/release.sh publish"
+
+
 def test_pushed_images_get_sbom_and_provenance(ci):
     pushes = [s for _, s in steps(ci) if s.get("with", {}).get("push") is True]
     assert pushes
@@ -136,7 +161,7 @@ def test_the_github_token_reaches_only_the_release_script_steps(ci):
 def test_publishing_steps_live_in_the_release_job_only(ci):
     for job_id, step in steps(ci):
         run = step.get("run", "")
-        for command in ("image", "chart", "github"):
+        for command in ("publish",):
             if re.search(rf"scripts/release\.sh {command}\b", run):
                 assert job_id == "release", (job_id, run)
 
@@ -202,10 +227,34 @@ def test_release_permissions(ci):
     assert ci["jobs"]["build"]["permissions"] == {"contents": "read", "packages": "write"}
 
 
-def test_concurrency_cancels_superseded_runs_but_not_on_main(ci):
+def test_concurrency_tests_every_push_and_never_cancels_a_release(ci):
     concurrency = ci["concurrency"]
-    assert "github.ref" in concurrency["group"]
-    assert concurrency["cancel-in-progress"] == "${{ github.ref != 'refs/heads/main' }}"
+    # Pull requests: one group each, a newer push cancels the superseded run. Elsewhere one group
+    # per commit: GitHub keeps one pending run per group, so a shared group on main would drop
+    # the runs of intermediate pushes.
+    assert "github.event.pull_request.number" in concurrency["group"]
+    assert "github.sha" in concurrency["group"]
+    assert concurrency["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
+    release = ci["jobs"]["release"]["concurrency"]
+    assert release["cancel-in-progress"] is False
+    assert "github.sha" not in release["group"] and "github.ref" not in release["group"]
+
+
+def test_the_release_job_sees_every_release_tag(ci):
+    """publish asks whether this commit is released and whether vX.Y.Z exists: it needs the tags."""
+    checkout = next(
+        s
+        for s in ci["jobs"]["release"]["steps"]
+        if s.get("uses", "").startswith("actions/checkout@")
+    )
+    assert checkout["with"]["fetch-depth"] == 0
+
+
+def test_the_image_tarball_is_kept_one_day(ci):
+    upload = next(
+        s for s in ci["jobs"]["build"]["steps"] if s.get("with", {}).get("name") == "image"
+    )
+    assert upload["with"]["retention-days"] == 1
 
 
 def test_pip_cache_only_outside_publishing_jobs(ci):
@@ -323,7 +372,12 @@ def test_e2e_job_uses_the_image_of_this_run(ci):
 
 
 def test_model_artifact_flows_from_train_to_build_and_release(ci):
-    for job_id in ("train", "build", "release"):
+    # artifacts/model is a link to a hidden version directory: train uploads a dereferenced copy.
+    steps = ci["jobs"]["train"]["steps"]
+    upload = next(i for i, s in enumerate(steps) if s.get("with", {}).get("name") == "model")
+    copied = steps[upload]["with"]["path"].replace("${{ runner.temp }}", "$RUNNER_TEMP")
+    assert f'cp -RL artifacts/model "{copied}"' in steps[upload - 1]["run"]
+    for job_id in ("build", "release"):
         named = [s for s in ci["jobs"][job_id]["steps"] if s.get("with", {}).get("name") == "model"]
         assert named, job_id
         assert named[0]["with"]["path"] == "artifacts/model"

@@ -172,6 +172,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="worker threads for the forests and histogram boosting "
         "(default: 1); a bit-for-bit rerun needs the same value",
     )
+    command.add_argument(
+        "--interval-level",
+        type=float,
+        default=0.8,
+        metavar="LEVEL",
+        help="level of the prediction interval served with every prediction, between 0 and 1 "
+        "(default: 0.8); calibrated and measured at training",
+    )
     progress = command.add_mutually_exclusive_group()
     progress.add_argument(
         "--progress",
@@ -198,6 +206,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         folds=args.folds,
         jobs=args.jobs,
+        interval_level=args.interval_level,
         candidates=tuple(name.strip() for name in args.candidates.split(",") if name.strip()),
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )

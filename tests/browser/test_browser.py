@@ -151,6 +151,30 @@ def test_fill_the_form_and_read_the_prediction(
     assert console.errors == []
 
 
+def test_the_interval_and_the_reasons_under_the_content_security_policy(
+    page, console, base_url, model, red_file, red_rows, screenshots
+) -> None:
+    """The range beside the grade, and with the toggle on, the contributions as bars drawn by
+    the server (no script, no inline style: a CSP violation would be a console error)."""
+    page.goto(base_url + "/")
+    first_wine = red_file.read_text().splitlines()[1].split(";")
+    for feature, text in zip(FEATURES, first_wine, strict=False):
+        page.fill(f"#f-{feature.key}", text)
+    page.check("#explain")
+    page.click("text=Predict quality")
+    quality = model.predict(red_rows[:1])
+    low, high = model.facts.intervals.bounds(red_rows[:1], quality)
+    assert page.text_content("#interval-low") == f"{low[0]:.1f}"
+    assert page.text_content("#interval-high") == f"{high[0]:.1f}"
+    bars = page.locator("#contributions svg rect")
+    assert bars.count() == 11
+    widths = [bars.nth(i).bounding_box()["width"] for i in range(11)]
+    assert widths[0] == max(widths) > 0  # drawn, largest first
+    assert page.is_checked("#explain")
+    page.locator("#result").screenshot(path=screenshots / "web-explain.png")
+    assert console.errors == []
+
+
 def test_the_form_works_with_the_keyboard_alone(page, base_url) -> None:
     page.goto(base_url + "/")
     page.keyboard.press("Tab")

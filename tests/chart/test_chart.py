@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -75,6 +76,14 @@ def config(docs: list[dict]) -> dict[str, str]:
     maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == ref]
     assert len(maps) == 1, f"ConfigMap {ref} named by envFrom is not rendered"
     return maps[0]["data"]
+
+
+def track_deployment(docs: list[dict], track: str) -> dict:
+    found = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["labels"]["track"] == track
+    ]
+    assert len(found) == 1, f"expected one {track} Deployment, got {len(found)}"
+    return found[0]
 
 
 def values() -> dict:
@@ -340,6 +349,7 @@ def test_pod_labels_are_the_selector_plus_common_and_pod_labels():
     assert {k: v for k, v in pod_labels.items() if k not in selector} == {
         "app.kubernetes.io/managed-by": "Helm",
         "app.kubernetes.io/part-of": "wine-quality",
+        "track": "stable",
         "team": "serving",  # podLabels win over commonLabels
         "tier": "model",
     }
@@ -438,6 +448,11 @@ def test_every_env_var_the_chart_sets_is_a_service_setting():
     known = {s.env for s in SETTINGS}
     docs = render("--values", str(CHART / "ci" / "all-on-values.yaml"), "--set", "extraEnv=null")
     names = set(config(docs)) | {e["name"] for e in container(docs).get("env", [])}
+    # The shadow's directory is set on the stable track when it shadows the canary.
+    stable = track_deployment(
+        render("--values", str(CHART / "ci" / "canary-values.yaml")), "stable"
+    )
+    names |= {e["name"] for e in stable["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert names - known == set(), "the chart sets variables the service does not read"
     # Everything is set explicitly (the CSRF key from a Secret), so the chart documents the
     # service's whole configuration rather than relying on the image's defaults.
@@ -584,7 +599,8 @@ def test_service_is_cluster_ip_with_a_named_http_port():
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
     ]
-    assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
 def test_service_monitor_is_gated_by_the_flag_and_takes_its_settings():
@@ -609,7 +625,9 @@ def test_service_monitor_is_gated_by_the_flag_and_takes_its_settings():
     assert endpoint["path"] == "/metrics"
     assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("15s", "5s")
     assert endpoint["relabelings"][0]["targetLabel"] == "node"
-    assert monitor["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+    service_labels = one(docs, "Service")["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
+    assert monitor["spec"]["podTargetLabels"] == ["track"]
 
 
 def test_network_policy_admits_only_the_http_port():
@@ -850,21 +868,33 @@ def test_install_helm_provides_the_pinned_versions_and_is_idempotent():
     assert "v1.35.2" in kubectl
 
 
-def crd_schemas(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
-    """scripts/crd-schemas.sh in a copy of its folder, with a `curl` that writes BODY (the catalog
-    cannot be reached from here) and no local schema folder, so it downloads."""
+SHARED_CRDS = REPO.parent / "shared" / "schemas" / "crds"
+
+
+def crd_schemas(tmp_path: Path, body: str | None) -> subprocess.CompletedProcess:
+    """scripts/crd-schemas.sh in a copy of its folder, with a `curl` that writes BODY, or without
+    BODY the real schema the URL names (from the shared copy; the catalog cannot be reached from
+    here), and no local schema folder, so it downloads."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
     shutil.copy2(REPO / "scripts" / "crd-schemas.sh", tmp_path / "scripts")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     curl = bin_dir / "curl"
-    curl.write_text('#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\nprintf %s "$BODY" > "$2"\n')
+    curl.write_text(
+        "#!/bin/sh\n"
+        'url=""; for arg in "$@"; do case "$arg" in http*) url=$arg;; esac; done\n'
+        'while [ "$1" != -o ]; do shift; done\n'
+        'if [ -n "${BODY+x}" ]; then printf %s "$BODY" > "$2"\n'
+        'else cp "$SRC/monitoring.coreos.com-$(basename "$url" _v1.json)_v1.json" "$2"; fi\n'
+    )
     curl.chmod(0o755)
     env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "BODY": body,
+        "SRC": str(Path(os.environ.get("CRD_SCHEMA_DIR") or SHARED_CRDS)),
         "CRD_SCHEMA_DIR": str(tmp_path / "absent"),
     }
+    if body is not None:
+        env["BODY"] = body
     return subprocess.run(
         [str(tmp_path / "scripts" / "crd-schemas.sh")],
         capture_output=True,
@@ -874,17 +904,135 @@ def crd_schemas(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(("body", "problem"), [("", "is empty"), ("<html>", "is not valid JSON")])
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("", "is empty"),
+        ("<html>", "is not valid JSON"),
+        ('{"type": "object"}', "does not match its pinned sha256"),
+    ],
+)
 def test_crd_schema_download_keeps_no_partial_or_invalid_file(tmp_path, body, problem):
     result = crd_schemas(tmp_path, body)
     assert result.returncode == 1
     assert problem in result.stderr
     assert list((tmp_path / ".tools" / "cache" / "crds").iterdir()) == []
 
-    good = crd_schemas(tmp_path, '{"type": "object"}')
+    good = crd_schemas(tmp_path, None)
     assert good.returncode == 0, good.stderr
     folder = Path(good.stdout.strip())
     assert sorted(p.name for p in folder.iterdir()) == [
         f"monitoring.coreos.com-{kind}_v1.json"
         for kind in ("podmonitor", "prometheusrule", "servicemonitor")
     ]
+
+
+# --- the canary track ---------------------------------------------------------------------------
+
+
+def matches(selector: dict, labels: dict) -> bool:
+    return selector.items() <= labels.items()
+
+
+def pod_labels_of(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def test_canary_is_a_second_deployment_whose_selector_never_overlaps_the_stable_one():
+    docs = render("--values", str(CHART / "ci" / "canary-values.yaml"))
+    stable, canary = track_deployment(docs, "stable"), track_deployment(docs, "canary")
+    assert canary["metadata"]["name"] == stable["metadata"]["name"] + "-canary"
+    stable_pods, canary_pods = pod_labels_of(stable), pod_labels_of(canary)
+    assert (stable_pods["track"], canary_pods["track"]) == ("stable", "canary")
+    assert matches(stable["spec"]["selector"]["matchLabels"], stable_pods)
+    assert matches(canary["spec"]["selector"]["matchLabels"], canary_pods)
+    assert not matches(stable["spec"]["selector"]["matchLabels"], canary_pods)
+    assert not matches(canary["spec"]["selector"]["matchLabels"], stable_pods)
+    # One Service and one NetworkPolicy cover both tracks, never the helm test pod.
+    service = one(docs, "Service")["spec"]["selector"]
+    test_pod = one(docs, "Pod")["metadata"]["labels"]
+    assert matches(service, stable_pods) and matches(service, canary_pods)
+    assert not matches(service, test_pod)
+    # The stable selector is the one every earlier release has: upgrades keep working.
+    assert (
+        stable["spec"]["selector"]["matchLabels"]
+        == track_deployment(render(), "stable")["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_canary_runs_its_own_image_replicas_and_settings():
+    docs = render(
+        "--values",
+        str(CHART / "ci" / "canary-values.yaml"),
+        "--set",
+        "canary.image.digest=sha256:" + "a" * 64,
+        "--set",
+        "canary.replicaCount=3",
+    )
+    stable, canary = track_deployment(docs, "stable"), track_deployment(docs, "canary")
+    canary_container = canary["spec"]["template"]["spec"]["containers"][0]
+    stable_container = stable["spec"]["template"]["spec"]["containers"][0]
+    assert canary_container["image"] == (
+        "ghcr.io/wine-quality/wine-quality:0.2.0@sha256:" + "a" * 64
+    )
+    assert stable_container["image"] == f"ghcr.io/wine-quality/wine-quality:{values_app_version()}"
+    assert canary["spec"]["replicas"] == 3
+    assert {"name": "WINE_QUALITY_LOG_LEVEL", "value": "debug"} in canary_container["env"]
+    assert "WINE_QUALITY_LOG_LEVEL" not in {e["name"] for e in stable_container["env"]}
+
+
+def test_stable_pods_shadow_the_canary_model_copied_from_its_image():
+    docs = render("--values", str(CHART / "ci" / "canary-values.yaml"))
+    stable, canary = track_deployment(docs, "stable"), track_deployment(docs, "canary")
+    pod = stable["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["image"] == canary["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert init["command"][-2:] == ["/app/model/.", "/shadow-model/"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["WINE_QUALITY_SHADOW_MODEL_DIR"] == "/shadow-model"
+    mount = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}["shadow-model"]
+    assert mount == {"name": "shadow-model", "mountPath": "/shadow-model", "readOnly": True}
+    assert "initContainers" not in canary["spec"]["template"]["spec"]
+    without = render(
+        "--values", str(CHART / "ci" / "canary-values.yaml"), "--set", "canary.shadowOfStable=false"
+    )
+    assert "initContainers" not in track_deployment(without, "stable")["spec"]["template"]["spec"]
+
+
+def test_autoscaling_and_disruption_budget_concern_the_stable_track_only():
+    docs = render(
+        "--values",
+        str(CHART / "ci" / "canary-values.yaml"),
+        "--set",
+        "autoscaling.enabled=true",
+    )
+    stable, canary = track_deployment(docs, "stable"), track_deployment(docs, "canary")
+    hpa = one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert hpa["name"] == stable["metadata"]["name"]
+    assert "replicas" not in stable["spec"] and canary["spec"]["replicas"] == 1
+    budget = one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+    assert matches(budget, pod_labels_of(stable)) and not matches(budget, pod_labels_of(canary))
+
+
+def test_without_the_canary_nothing_of_it_renders():
+    docs = render()
+    assert [d["metadata"]["labels"]["track"] for d in docs if d["kind"] == "Deployment"] == [
+        "stable"
+    ]
+    assert "initContainers" not in workload(docs)
+
+
+def values_app_version() -> str:
+    return yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+
+def test_a_canary_without_pods_still_lends_its_model_to_the_stable_shadow():
+    docs = render(
+        "--values", str(CHART / "ci" / "canary-values.yaml"), "--set", "canary.replicaCount=0"
+    )
+    assert track_deployment(docs, "canary")["spec"]["replicas"] == 0
+    stable = track_deployment(docs, "stable")["spec"]["template"]["spec"]
+    assert stable["initContainers"][0]["name"] == "shadow-model"
+    assert "/canary/replicaCount" in render_error(
+        "--values", str(CHART / "ci" / "canary-values.yaml"), "--set", "canary.replicaCount=-1"
+    )

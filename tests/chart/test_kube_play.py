@@ -109,3 +109,37 @@ def test_kube_play_names_a_missing_image():
     )
     assert result.returncode == 1
     assert "image localhost/wine-quality:no-such-tag not found" in result.stderr
+
+
+def test_kube_play_manifest_publishes_each_track_and_keeps_init_containers(tmp_path):
+    helm = require_tool("helm")
+    chart = REPO / "chart" / "wine-quality"
+    rendered = tmp_path / "rendered.yaml"
+    values = chart / "ci" / "canary-values.yaml"
+    rendered.write_text(
+        subprocess.run(
+            [helm, "template", "kp", str(chart), "--values", str(values)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    out = tmp_path / "play.yaml"
+    manifests = [sys.executable, REPO / "scripts" / "manifests.py", "kube-play", rendered, out]
+    refused = subprocess.run([*manifests, "--host-port", "18080"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "--canary-port" in refused.stderr
+    subprocess.run([*manifests, "--host-port", "18080", "--canary-port", "18081"], check=True)
+    deployments = {
+        d["metadata"]["labels"]["track"]: d
+        for d in yaml.safe_load_all(out.read_text())
+        if d["kind"] == "Deployment"
+    }
+    ports = {
+        track: d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["hostPort"]
+        for track, d in deployments.items()
+    }
+    assert ports == {"stable": 18080, "canary": 18081}
+    # podman 4.3 can only run the stable pods' init container as an "always" one.
+    annotations = deployments["stable"]["metadata"]["annotations"]
+    assert annotations["io.podman.annotations.init.container.type"] == "always"
+    assert "io.podman.annotations.init.container.type" not in deployments["canary"]["metadata"].get(
+        "annotations", {}
+    )

@@ -116,7 +116,7 @@ def test_ten_thousand_row_csv_batch(four_workers: GunicornServer, data_source: P
     elapsed = time.perf_counter() - started
     assert response.status_code == 200, response.text[:500]
     lines = response.text.strip().splitlines()
-    assert lines[0] == "quality,grade,model_version,warnings"
+    assert lines[0] == "quality,grade,quality_low,quality_high,model_version,warnings"
     assert len(lines) == 10_001
     qualities = np.array([float(line.split(",")[0]) for line in lines[1:]])
     np.testing.assert_allclose(qualities, loaded_model.predict(values), atol=1e-5)

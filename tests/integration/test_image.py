@@ -128,9 +128,24 @@ def test_image_ships_exactly_the_trained_artifact(
     expected = {
         str(p.relative_to(model_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in model_dir.rglob("*")
-        if p.is_file()
+        if p.is_file() and p.name != "model.joblib"  # the service never unpickles: no pickle
     }
     assert json.loads(listing) == expected
+
+
+def test_image_has_no_scikit_learn_scipy_or_joblib(
+    podman: str, image: str, engine_env: dict[str, str]
+):
+    found = run_in_image(
+        podman,
+        image,
+        engine_env,
+        "python3",
+        "-c",
+        "import importlib.util as u; "
+        "print(*[m for m in ('sklearn', 'scipy', 'joblib', 'onnxruntime') if u.find_spec(m)])",
+    )
+    assert found.split() == ["onnxruntime"]
 
 
 def test_runtime_user_can_write_nothing_in_app_or_venv_and_has_no_build_tools(

@@ -306,14 +306,23 @@ def start_prometheus(
 
 
 @pytest.fixture(scope="module")
-def stack(small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    small_model_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     require_tool("prometheus")
     folder = tmp_path_factory.mktemp("scrape")
     job, path = chart_scrape_job()
     rules = write_rule_file(prometheus_rule(), folder / "rules.yaml")
     metadata = json.loads((small_model_dir / "metadata.json").read_text())
+    # With a shadow (another model) and the prediction log on, every metric the service can
+    # expose is scraped.
     service = GunicornServer.start(
-        small_model_dir, folder, GUNICORN_WORKERS=str(WORKERS), GUNICORN_SHUTDOWN_DELAY="0"
+        small_model_dir,
+        folder,
+        GUNICORN_WORKERS=str(WORKERS),
+        GUNICORN_SHUTDOWN_DELAY="0",
+        WINE_QUALITY_SHADOW_MODEL_DIR=str(model_dir),
+        WINE_QUALITY_PREDICTION_LOG="stdout",
     )
     traffic = Traffic()
     for status, count in service.readiness_probes.items():  # the service counted these too

@@ -27,6 +27,8 @@ ALERTS = {
     "WineQualityInputDrift",
     "WineQualityPredictionShift",
 }
+# Off by default; their promtool tests render the chart with the values that switch them on.
+OPTIONAL_ALERTS = {"WineQualityShadowDisagreement"}
 UNIT_TESTS = sorted(PROMTOOL_TESTS.glob("*.test.yaml"))
 
 
@@ -113,8 +115,8 @@ def test_every_alert_is_shown_firing_and_quiet():
         for case in yaml.safe_load(unit_test.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
                 (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
-    assert firing == ALERTS, f"no firing case for {ALERTS - firing}"
-    assert quiet == ALERTS, f"no quiet case for {ALERTS - quiet}"
+    assert firing == ALERTS | OPTIONAL_ALERTS, f"no firing case for {ALERTS - firing}"
+    assert quiet == ALERTS | OPTIONAL_ALERTS, f"no quiet case for {ALERTS - quiet}"
 
 
 def test_unit_tests_fail_when_a_threshold_moves(tmp_path: Path):

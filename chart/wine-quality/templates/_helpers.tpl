@@ -44,18 +44,22 @@ app.kubernetes.io/part-of: wine-quality
 {{- end }}
 
 {{/*
-Labels of the Deployment's pod template: the selector labels and the labels that stay the same
-when the chart or its appVersion changes, plus `commonLabels` and `podLabels` (podLabels win).
-No `helm.sh/chart` or `app.kubernetes.io/version`: any change to the template rolls every pod,
-and a chart bump alone should not (the image, which does change with the appVersion, rolls them
-anyway). The chart's own keys cannot be overridden, so the selector always matches.
+Labels of a track's pod template, called with (dict "root" $ "track" "stable"|"canary"): the
+track's selector labels, `track` (the ServiceMonitor copies it onto every metric) and the labels
+that stay the same when the chart or its appVersion changes, plus `commonLabels` and `podLabels`
+(podLabels win). No `helm.sh/chart` or `app.kubernetes.io/version`: any change to the template
+rolls every pod, and a chart bump alone should not (the image, which does change with the
+appVersion, rolls them anyway). The chart's own keys cannot be overridden, so the selectors
+always match.
 */}}
 {{- define "wine-quality.podLabels" -}}
-{{- $extra := merge (dict) (.Values.podLabels | default dict) (.Values.commonLabels | default dict) }}
-{{- include "wine-quality.selectorLabels" . }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- $values := .root.Values }}
+{{- $extra := merge (dict) ($values.podLabels | default dict) ($values.commonLabels | default dict) }}
+{{- include "wine-quality.trackSelectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: wine-quality
-{{- with omit $extra "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/managed-by" "app.kubernetes.io/part-of" }}
+track: {{ .track }}
+{{- with omit $extra "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/managed-by" "app.kubernetes.io/part-of" "track" }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
@@ -66,6 +70,41 @@ Labels that select the pods (immutable once the Deployment exists).
 {{- define "wine-quality.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "wine-quality.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels that select a track's pods, called with (dict "root" $ "track" ...). The stable track keeps
+the chart's selector (a Deployment's selector cannot change); the canary's differs in its name,
+so neither Deployment ever selects the other's pods.
+*/}}
+{{- define "wine-quality.trackSelectorLabels" -}}
+{{- if eq .track "canary" }}
+app.kubernetes.io/name: {{ include "wine-quality.name" .root | trunc 56 | trimSuffix "-" }}-canary
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- else }}
+{{- include "wine-quality.selectorLabels" .root }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels the Service, the NetworkPolicy and the ServiceMonitor select the pods of both tracks by.
+The `helm test` pod has neither label value, so it is never one of them.
+*/}}
+{{- define "wine-quality.servingPodLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: wine-quality
+{{- end }}
+
+{{/*
+Name of a track's Deployment: the full name, with -canary for the canary.
+*/}}
+{{- define "wine-quality.trackName" -}}
+{{- $name := include "wine-quality.fullname" .root }}
+{{- if eq .track "canary" }}
+{{- printf "%s-canary" ($name | trunc 56 | trimSuffix "-") }}
+{{- else }}
+{{- $name }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -118,6 +157,26 @@ Image reference of the service: repository:tag, or repository:tag@digest when a 
 {{- $ref = printf "%s@%s" $ref .Values.image.digest }}
 {{- end }}
 {{- $ref }}
+{{- end }}
+
+{{/*
+Image of a track, called with (dict "root" $ "track" ...): the canary's `canary.image.tag` and
+`canary.image.digest`, each defaulting to the stable image's.
+*/}}
+{{- define "wine-quality.trackImage" -}}
+{{- $root := .root }}
+{{- if eq .track "canary" }}
+{{- $image := deepCopy $root.Values.image }}
+{{- range $key := list "tag" "digest" }}
+{{- with index $root.Values.canary.image $key }}
+{{- $_ := set $image $key . }}
+{{- end }}
+{{- end }}
+{{- $values := merge (dict "image" $image) $root.Values }}
+{{- include "wine-quality.image" (dict "Values" $values "Chart" $root.Chart "Release" $root.Release) }}
+{{- else }}
+{{- include "wine-quality.image" $root }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -197,6 +256,7 @@ The service's environment (names from wine_quality.app.settings.SETTINGS), rende
 */}}
 {{- define "wine-quality.env" -}}
 PORT: {{ .Values.containerPort | quote }}
+BIND_ADDRESS: {{ .Values.config.bindAddress | quote }}
 WINE_QUALITY_MODEL_DIR: {{ .Values.config.modelDir | quote }}
 WINE_QUALITY_RUNTIME: {{ .Values.config.runtime | quote }}
 WINE_QUALITY_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
@@ -204,20 +264,25 @@ WINE_QUALITY_MAX_BODY_BYTES: {{ .Values.config.maxBodyBytes | int64 | quote }}
 WINE_QUALITY_MAX_BATCH_ROWS: {{ .Values.config.maxBatchRows | int64 | quote }}
 PROMETHEUS_MULTIPROC_DIR: {{ .Values.config.metricsDir | quote }}
 FORWARDED_ALLOW_IPS: {{ .Values.config.forwardedAllowIps | quote }}
+WINE_QUALITY_PREDICTION_LOG: {{ .Values.config.predictionLog | quote }}
+WINE_QUALITY_PREDICTION_LOG_SAMPLE: {{ .Values.config.predictionLogSample | toString | quote }}
 GUNICORN_WORKERS: {{ .Values.gunicorn.workers | int | quote }}
+GUNICORN_WORKER_CLASS: {{ .Values.gunicorn.workerClass | quote }}
 GUNICORN_THREADS: {{ .Values.gunicorn.threads | int | quote }}
+GUNICORN_READ_TIMEOUT: {{ .Values.gunicorn.readTimeout | int | quote }}
 GUNICORN_TIMEOUT: {{ .Values.gunicorn.timeout | int | quote }}
 GUNICORN_GRACEFUL_TIMEOUT: {{ .Values.gunicorn.gracefulTimeout | int | quote }}
 GUNICORN_SHUTDOWN_DELAY: {{ .Values.gunicorn.shutdownDelay | int | quote }}
 {{- end }}
 
 {{/*
-topologySpreadConstraints from values, each given the chart's selector labels unless it has its own.
+topologySpreadConstraints from values for one track, called with (dict "root" $ "track" ...): each
+constraint gets the track's selector labels unless it has its own.
 */}}
 {{- define "wine-quality.topologySpreadConstraints" -}}
-{{- $selector := dict "labelSelector" (dict "matchLabels" (include "wine-quality.selectorLabels" . | fromYaml)) }}
+{{- $selector := dict "labelSelector" (dict "matchLabels" (include "wine-quality.trackSelectorLabels" . | fromYaml)) }}
 {{- $constraints := list }}
-{{- range .Values.topologySpreadConstraints }}
+{{- range .root.Values.topologySpreadConstraints }}
 {{- $constraints = append $constraints (merge (deepCopy .) $selector) }}
 {{- end }}
 {{- toYaml $constraints }}

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 if TYPE_CHECKING:
+    from wine_quality.app.metrics import ServiceMetrics
+    from wine_quality.app.prediction_log import PredictionLog
     from wine_quality.app.settings import Settings
+    from wine_quality.app.shadow import Shadow
     from wine_quality.core.artifact import LoadedModel
 
 
@@ -53,10 +56,34 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     hooks.register_hooks(app)
     register_error_handlers(app)
     metrics = init_metrics(app, holder)
-    app.extensions[EXTENSION] = ServiceState(settings=settings, holder=holder, metrics=metrics)
+    app.extensions[EXTENSION] = ServiceState(
+        settings=settings,
+        holder=holder,
+        metrics=metrics,
+        shadow=_shadow(settings, metrics),
+        prediction_log=_prediction_log(settings, metrics),
+    )
     for blueprint in (api_v1.bp, api_v2.bp, openapi.bp, web.bp):
         app.register_blueprint(blueprint)
     return app
+
+
+def _shadow(settings: Settings, metrics: ServiceMetrics) -> Shadow | None:
+    from wine_quality.app.shadow import Shadow, ShadowMetrics
+
+    if settings.shadow_model_dir is None:
+        return None
+    return Shadow.load(
+        settings.shadow_model_dir, settings.runtime, ShadowMetrics.create(metrics.registry)
+    )
+
+
+def _prediction_log(settings: Settings, metrics: ServiceMetrics) -> PredictionLog | None:
+    from wine_quality.app.prediction_log import PredictionLog
+
+    if settings.prediction_log == "off":
+        return None
+    return PredictionLog(settings.prediction_log_sample, metrics.registry)
 
 
 def _configure_logging(level: str) -> None:

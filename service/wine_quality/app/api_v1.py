@@ -5,18 +5,18 @@ POST /v1/predict (and /predict, the seed paper's URL) accepts
 - {"instances": [{...}, ...]}               -> one prediction per row, in order;
 - a CSV body (text/csv, header row)          -> one prediction per row, as CSV when the client
                                                 accepts text/csv, else JSON.
+Every prediction carries its interval (JSON `interval`, CSV quality_low and quality_high);
+`?explain=1` adds each row's `base_value` and per-feature `contributions` (core/explain.py).
 """
 
 from __future__ import annotations
-
-import json
-from typing import Any
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from wine_quality.app.errors import APIError
-from wine_quality.app.inputs import InputError, parse_csv, rows_from_json
+from wine_quality.app.inputs import InputError, parse_csv, parse_json, rows_from_json
+from wine_quality.app.requestbody import read_body
 from wine_quality.app.state import state
 from wine_quality.core.features import FEATURES
 
@@ -67,43 +67,41 @@ def model_info() -> Response:
     ]
     metadata["serving"] = {
         "runtime": model.runtime,
-        "fallback_reason": model.fallback_reason,
         "load_seconds": model.load_seconds,
     }
+    shadow = state().shadow
+    metadata["shadow"] = shadow.describe() if shadow else None
     return jsonify(metadata)
 
 
-def _body_text() -> str:
-    data = request.get_data(cache=False)
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise APIError(400, "the body is not UTF-8 text", "malformed_body") from None
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise APIError(
-            400,
-            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            "malformed_json",
-        ) from None
-    except RecursionError:
-        raise APIError(400, "malformed JSON: nested too deeply", "malformed_json") from None
-    except ValueError as exc:  # e.g. an integer literal of over 4300 digits
-        raise APIError(400, f"malformed JSON: {exc}", "malformed_json") from None
-
-
-def _rows_from_request(max_rows: int) -> tuple[np.ndarray, bool]:
+def _rows_from_request(max_rows: int, max_bytes: int) -> tuple[np.ndarray, bool]:
     mimetype = request.mimetype
     if mimetype in JSON_TYPES or mimetype.endswith("+json"):
-        return rows_from_json(_parse_json(_body_text()), max_rows)
+        return rows_from_json(parse_json(read_body(max_bytes), max_rows), max_rows)
     if mimetype in CSV_TYPES:
-        return parse_csv(_body_text(), max_rows), False
+        return parse_csv(read_body(max_bytes), max_rows), False
     shown = f"Content-Type {mimetype!r}" if mimetype else "a missing Content-Type"
     raise APIError(415, f"{shown} is not supported; send application/json or text/csv")
+
+
+EXPLAIN_VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+
+def _explain_requested() -> bool:
+    """The `explain` query parameter: 1/true or 0/false (absent: false); anything else is 422."""
+    values = request.args.getlist("explain")
+    if not values:
+        return False
+    if len(values) == 1 and values[0].lower() in EXPLAIN_VALUES:
+        return EXPLAIN_VALUES[values[0].lower()]
+    shown = values[0][:40] if len(values) == 1 else f"given {len(values)} times"
+    problem = f"must be one of 1, true, 0, false; got {shown!r}"
+    raise APIError(
+        422,
+        f"invalid query parameter explain: {problem}",
+        "invalid_parameter",
+        details=[{"field": "explain", "problem": problem}],
+    )
 
 
 def _wants_csv() -> bool:
@@ -117,11 +115,15 @@ def predict() -> Response:
     """Predict one wine (JSON object), a JSON batch or a CSV batch."""
     current = state()
     current.require_model()
+    explain = _explain_requested()
     try:
-        rows, single = _rows_from_request(current.settings.max_batch_rows)
+        rows, single = _rows_from_request(
+            current.settings.max_batch_rows, current.settings.max_body_bytes
+        )
     except InputError as exc:
         raise APIError.from_input_error(exc) from None
-    prediction = current.predict(rows)
+    api = "v1.csv" if request.mimetype in CSV_TYPES else "v1.json"
+    prediction = current.predict(rows, api=api, explain=explain)
     if _wants_csv():
         return Response(prediction.csv(), mimetype="text/csv")
     records = prediction.records()

@@ -2,13 +2,14 @@
 
 Inference requests take either one FP32/FP64 tensor of shape [N, 11] whose columns follow the
 documented feature order, or 11 named tensors of shape [N] (either spelling of each name). The
-response has the output `quality` (FP64, [N]) and `grade` (INT64, [N]). Errors are
+response has the outputs `quality` (FP64, [N]), `grade` (INT64, [N]) and the bounds of the
+prediction interval `quality_low` and `quality_high` (FP64, [N]; the interval's level is the
+tensors' `parameters.level`); `outputs` in the request selects some of them. Errors are
 {"error": "..."}: 400 for any bad request, as the protocol asks, 413 for too many rows.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from math import prod
 from typing import Any
@@ -17,15 +18,23 @@ import numpy as np
 from flask import Blueprint, Response, jsonify, request
 
 from wine_quality import MODEL_NAME, __version__
+from wine_quality.app import binary_tensors
 from wine_quality.app.errors import APIError
-from wine_quality.app.inputs import MAX_DETAILS, InputError, too_many_rows, validate_rows
+from wine_quality.app.inputs import (
+    MAX_DETAILS,
+    InputError,
+    parse_json,
+    too_many_rows,
+    validate_rows,
+)
+from wine_quality.app.requestbody import read_body
 from wine_quality.app.state import state
 from wine_quality.core.features import FEATURE_NAMES, FEATURES, index_of, resolve
 
 bp = Blueprint("api_v2", __name__, url_prefix="/v2")
 
 DATATYPES = ("FP32", "FP64")
-OUTPUTS = ("quality", "grade")
+OUTPUTS = ("quality", "grade", "quality_low", "quality_high")
 TENSOR_INPUT = "input-0"
 MODEL_ROUTES = ("/models/<model_name>", "/models/<model_name>/versions/<model_version>")
 
@@ -62,7 +71,7 @@ def ready() -> Response:
 
 @bp.get("")
 def server_metadata() -> Response:
-    return jsonify(name=MODEL_NAME, version=__version__, extensions=[])
+    return jsonify(name=MODEL_NAME, version=__version__, extensions=[binary_tensors.NAME])
 
 
 def model_metadata(model_name: str, model_version: str | None = None) -> Response:
@@ -84,6 +93,15 @@ def model_metadata(model_name: str, model_version: str | None = None) -> Respons
         outputs=[
             {"name": "quality", "datatype": "FP64", "shape": [-1]},
             {"name": "grade", "datatype": "INT64", "shape": [-1]},
+            *(
+                {
+                    "name": name,
+                    "datatype": "FP64",
+                    "shape": [-1],
+                    "parameters": {"level": model.facts.intervals.level},
+                }
+                for name in ("quality_low", "quality_high")
+            ),
         ],
     )
 
@@ -98,6 +116,8 @@ def model_ready(model_name: str, model_version: str | None = None) -> Response:
 
 def _numbers(data: Any, count: int, where: str) -> np.ndarray:
     """The tensor's data (flat or nested, row-major) as float64; every element must be a number."""
+    if isinstance(data, np.ndarray):  # binary data, its size already checked against the shape
+        return data.astype(np.float64)
     if not isinstance(data, list):
         raise _bad(f"{where}: 'data' must be an array")
     flat = data
@@ -180,18 +200,36 @@ def _rows_from_named(inputs: list[Mapping[str, Any]], max_rows: int) -> np.ndarr
     return np.column_stack([columns[i] for i in range(len(FEATURES))])
 
 
-def _parse_request(max_rows: int) -> tuple[Mapping[str, Any], np.ndarray]:
-    if request.mimetype and request.mimetype != "application/json":
-        raise APIError(
-            415, f"Content-Type {request.mimetype!r} is not supported; send application/json"
-        )
+def _check_content_type() -> None:
+    """JSON, as in /v1; with the binary extension's header also application/octet-stream. A
+    missing Content-Type is taken as JSON: tritonclient, the protocol's own client, sends none."""
+    mimetype = request.mimetype
+    if not mimetype or mimetype == "application/json" or mimetype.endswith("+json"):
+        return
+    if mimetype == binary_tensors.CONTENT_TYPE and binary_tensors.HEADER in request.headers:
+        return
+    raise APIError(
+        415,
+        f"Content-Type {mimetype!r} is not supported; send application/json (or, with the "
+        f"{binary_tensors.HEADER} header, {binary_tensors.CONTENT_TYPE})",
+    )
+
+
+def _parse_request(max_rows: int, max_bytes: int) -> tuple[Mapping[str, Any], np.ndarray]:
+    _check_content_type()
+    header, binary = binary_tensors.split_body(
+        read_body(max_bytes), request.headers.get(binary_tensors.HEADER)
+    )
     try:
-        body = json.loads(request.get_data(cache=False).decode("utf-8-sig"))
-    except (ValueError, RecursionError) as exc:
-        raise _bad(f"malformed JSON body: {str(exc)[:200]}") from None
+        body = parse_json(header, max_rows)
+    except InputError as exc:
+        raise APIError(
+            413 if exc.status == 413 else 400, exc.message, details=exc.details
+        ) from None
     inputs = body.get("inputs") if isinstance(body, Mapping) else None
     if not isinstance(inputs, list) or not inputs:
         raise _bad("the body must be an object with a non-empty 'inputs' array")
+    binary_tensors.attach_inputs(inputs, binary)
     inputs = [_check_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
     if len(inputs) == 1:
         rows = _rows_from_tensor(inputs[0], max_rows)
@@ -220,12 +258,14 @@ def infer(model_name: str, model_version: str | None = None) -> Response:
     _check_model(model_name, model_version)
     current = state()
     try:
-        body, rows = _parse_request(current.settings.max_batch_rows)
+        body, rows = _parse_request(
+            current.settings.max_batch_rows, current.settings.max_body_bytes
+        )
     except InputError as exc:
         status = 413 if exc.status == 413 else 400
         raise APIError(status, exc.message, details=exc.details) from None
     names = _requested_outputs(body)
-    prediction = current.predict(rows)
+    prediction = current.predict(rows, api="v2")
     tensors = {
         "quality": {
             "name": "quality",
@@ -239,6 +279,16 @@ def infer(model_name: str, model_version: str | None = None) -> Response:
             "shape": [len(rows)],
             "data": prediction.grade.tolist(),
         },
+        **{
+            name: {
+                "name": name,
+                "datatype": "FP64",
+                "shape": [len(rows)],
+                "parameters": {"level": prediction.level},
+                "data": bound.tolist(),
+            }
+            for name, bound in (("quality_low", prediction.low), ("quality_high", prediction.high))
+        },
     }
     response: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": prediction.model_version}
     if isinstance(body.get("id"), str):
@@ -247,7 +297,7 @@ def infer(model_name: str, model_version: str | None = None) -> Response:
     if warnings:
         response["parameters"] = {"warnings": warnings[:MAX_DETAILS]}
     response["outputs"] = [tensors[n] for n in names]
-    return jsonify(response)
+    return binary_tensors.response(response, binary_tensors.binary_outputs(body, names))
 
 
 for _rule in MODEL_ROUTES:

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
 from wine_quality.app.inputs import InputError
@@ -21,6 +22,7 @@ _CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_input",
@@ -38,16 +40,39 @@ class APIError(Exception):
         message: str,
         code: str | None = None,
         details: list[dict[str, Any]] | None = None,
+        close: bool = False,
+        retry_after: int | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.code = code or _CODES.get(status, "error")
         self.message = message
         self.details = details or []
+        self.close = close  # the rest of the body is unread: answer, then close the connection
+        self.retry_after = retry_after  # seconds, for a 503 the client should simply retry
 
     @classmethod
     def from_input_error(cls, error: InputError) -> APIError:
         return cls(error.status, error.message, error.code, error.details)
+
+
+class RequestReadTimeout(Exception):
+    """The client did not send its request within GUNICORN_READ_TIMEOUT (wine_quality.app.worker).
+    Not an OSError, so that gunicorn hands it to the worker's error handler, not its socket one."""
+
+    MESSAGE = "the request was not received within the read timeout (GUNICORN_READ_TIMEOUT)"
+
+
+def framing_error(exc: BaseException) -> APIError:
+    """The answer to a body the server could not read (gunicorn's parser or the read timeout of
+    wine_quality.app.worker): 400 naming the problem, or 408; never a 5xx."""
+    if isinstance(exc, RequestReadTimeout | TimeoutError):
+        return APIError(408, RequestReadTimeout.MESSAGE, close=True)
+    if isinstance(exc, NoMoreData):
+        problem = "the connection ended before the end of the body"
+    else:
+        problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return APIError(400, f"malformed request body framing: {problem}", "malformed_body", close=True)
 
 
 def is_v2_request() -> bool:
@@ -70,6 +95,10 @@ def error_response(error: APIError) -> Response:
             body["details"] = error.details
         response = jsonify(error=body)
     response.status_code = error.status
+    if error.close:
+        response.headers["Connection"] = "close"
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -104,10 +133,18 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        response = error_response(APIError(exc.code or 500, _http_message(exc)))
+        status = exc.code or 500
+        response = error_response(APIError(status, _http_message(exc), close=status == 413))
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+
+    @app.errorhandler(ParseException)
+    @app.errorhandler(NoMoreData)
+    @app.errorhandler(TimeoutError)
+    @app.errorhandler(RequestReadTimeout)
+    def _framing_error(exc: Exception) -> Response:
+        return error_response(framing_error(exc))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -2,9 +2,13 @@
 
     gunicorn -c python:wine_quality.app.gunicorn_conf 'wine_quality.app:create_app()'
 
-- Listens on 0.0.0.0:$PORT with $GUNICORN_WORKERS workers of $GUNICORN_THREADS threads each.
+- Listens on $BIND_ADDRESS:$PORT with $GUNICORN_WORKERS workers of $GUNICORN_THREADS threads each
+  (the service's gthread worker: a slow client costs one idle thread, at most
+  $GUNICORN_READ_TIMEOUT seconds; wine_quality.app.worker).
 - Trusts X-Forwarded-Proto (the request is HTTPS) only from $FORWARDED_ALLOW_IPS.
 - Without $WINE_QUALITY_SECRET_KEY the master makes a random one at start, shared by its workers.
+- One model per pod: the master loads and verifies the model once before it forks; every worker,
+  including one that replaces a dead worker, serves that model (wine_quality.app.holder.preload).
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is exported here, before any worker imports
   prometheus_client, and cleared of metric files when the server starts; a dead worker's live
   gauges are removed.
@@ -27,13 +31,21 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from wine_quality.app.settings import Settings, integer, raw
+from wine_quality.app.settings import WORKER_CLASSES, Settings, choice, integer, raw
 
 _settings = Settings.from_env()  # fails fast, naming the variable, on a bad value
 
-bind = f"0.0.0.0:{integer('PORT')}"
+_address = raw("BIND_ADDRESS")
+bind = f"[{_address}]:{integer('PORT')}" if ":" in _address else f"{_address}:{integer('PORT')}"
 workers = integer("GUNICORN_WORKERS")
+# gthread: the service's thread worker, with a read timeout per request (imported by gunicorn in
+# the workers, not here: this module must not import prometheus_client before it set its directory)
+WORKER_CLASS = "wine_quality.app.worker.ServiceWorker"
+worker_class = {"gthread": WORKER_CLASS, "sync": "sync"}[
+    choice("GUNICORN_WORKER_CLASS", WORKER_CLASSES)
+]
 threads = integer("GUNICORN_THREADS")
+integer("GUNICORN_READ_TIMEOUT")  # fails fast on a bad value; the workers read it
 # Proxies whose X-Forwarded-Proto makes a request HTTPS (HSTS, the Secure cookie flag).
 forwarded_allow_ips = raw("FORWARDED_ALLOW_IPS")
 timeout = integer("GUNICORN_TIMEOUT")
@@ -44,7 +56,9 @@ accesslog = "-"  # stdout
 errorlog = "-"
 logger_class = "wine_quality.app.gunicorn_conf.JsonAccessLogger"
 reload = False
-preload_app = False  # every worker loads (and verifies) the model itself, after the fork
+# Each worker builds the Flask app after the fork; the model it serves was loaded and verified
+# once, before the first fork, in when_ready.
+preload_app = False
 control_socket_disable = True  # it would need a writable $HOME or $XDG_RUNTIME_DIR
 # Heartbeat files: a tmpfs avoids fchmod stalls on disk-backed /tmp (gunicorn's advice).
 _SHM = "/dev/shm"  # noqa: S108 - a tmpfs, used for gunicorn's heartbeat files only
@@ -73,6 +87,29 @@ def on_starting(server: Any) -> None:
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()
+
+
+def when_ready(server: Any) -> None:
+    """Read and check the artifact in the master, after it listens and before it forks the first
+    worker: every worker opens these very bytes (or reports this failure), whatever the files
+    hold when a worker is started later. The shadow model is pinned the same way."""
+    from wine_quality.app.holder import preload
+
+    pinned = [("model", _settings.model_dir)]
+    if _settings.shadow_model_dir is not None:
+        pinned.append(("shadow model", _settings.shadow_model_dir))
+    for what, directory in pinned:
+        read = preload(directory, _settings.runtime)
+        if isinstance(read, str):
+            server.log.error("%s: %s; every worker reports it", what, read)
+        else:
+            server.log.info(
+                "%s %s (%s) checked in %.3f s; every worker opens these files",
+                what,
+                read.facts.version,
+                read.facts.algorithm,
+                time.perf_counter() - read.started,
+            )
 
 
 def child_exit(server: Any, worker: Any) -> None:

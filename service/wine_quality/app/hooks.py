@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from flask import Flask, Response, g, request
 
@@ -37,12 +38,13 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
 HSTS = "max-age=31536000"
+SECURITY_HEADER_ITEMS = tuple(SECURITY_HEADERS.items())
 
 
 def register_hooks(app: Flask) -> None:
     app.before_request(assign_request_id)
     app.after_request(return_request_id)
-    app.after_request(add_security_headers)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app)
 
 
 def assign_request_id() -> None:
@@ -56,10 +58,22 @@ def return_request_id(response: Response) -> Response:
     return response
 
 
-def add_security_headers(response: Response) -> Response:
-    """after_request hook for the whole app. A route that sets its own header keeps it."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.is_secure:
-        response.headers.setdefault("Strict-Transport-Security", HSTS)
-    return response
+class SecurityHeaders:
+    """WSGI middleware adding the security headers to every response of the app (error pages,
+    static files and /metrics included); a header a route set itself is kept. At the WSGI layer
+    it is a list operation per response, not a werkzeug Headers lookup per header name."""
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        secure = environ.get("wsgi.url_scheme") == "https"
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            present = {name.lower() for name, _ in headers}
+            headers.extend(item for item in SECURITY_HEADER_ITEMS if item[0].lower() not in present)
+            if secure and "strict-transport-security" not in present:
+                headers.append(("Strict-Transport-Security", HSTS))
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)

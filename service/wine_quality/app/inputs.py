@@ -5,8 +5,11 @@ or raises `InputError` naming every offending row and field. Problems never echo
 (a string value is described by its type, not repeated). The HTTP API and the web page share
 these functions, so both accept and reject exactly the same inputs:
 
+- `parse_json(data, max_rows)`: the JSON body, refusing duplicate keys and, before parsing, more
+  values than a batch of `max_rows` rows can hold (so memory stays near the body's size);
 - `rows_from_json(payload, max_rows)`: one object with the 11 features, or {"instances": [...]};
-- `parse_csv(text, max_rows)`: a header row of feature names, ',' or ';' separated;
+- `parse_csv(data, max_rows)`: a header row of feature names, ',' or ';' separated, read line by
+  line with every line after the header (blank ones too) counted against `max_rows`;
 - `validate_rows(rows)`: finite values inside the physical bounds of `features.py`;
 
 Feature names are accepted in both spellings ("fixed acidity" and "fixed_acidity").
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +71,68 @@ class _Problems(Problems):
             message += f" (first {len(self.kept)} listed)"
         details = [{"row": p.row, "field": p.field, "problem": p.text} for p in self.kept]
         raise InputError(422, "invalid_input", message, details)
+
+
+def json_item_budget(max_rows: int) -> int:
+    """Most JSON values (counted by their separators) a body for `max_rows` rows needs: a row is
+    an object of 11 numbers, or 11 numbers of a tensor and its brackets; the rest is slack."""
+    return max_rows * (N_FEATURES + 2) + 1024
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def parse_json(data: bytes, max_rows: int) -> Any:
+    """The parsed JSON body (UTF-8, a BOM allowed). InputError 400 when it is not JSON or an
+    object has a key twice (the key is named); 413 when it holds more values than
+    `json_item_budget(max_rows)`, checked before parsing."""
+    items = data.count(b",") + data.count(b"[") + data.count(b"{")
+    if items > json_item_budget(max_rows):
+        raise InputError(
+            413,
+            "too_many_values",
+            f"the JSON body holds about {items} values, more than a batch of {max_rows} rows "
+            "needs (WINE_QUALITY_MAX_BATCH_ROWS)",
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            400, "malformed_json", f"the body is not UTF-8 (undecodable byte at {exc.start})"
+        ) from None
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_duplicates)
+    except _DuplicateKey as exc:
+        raise InputError(
+            400,
+            "duplicate_key",
+            f"malformed JSON: the key {exc.key[:64]!r} appears twice in one object",
+            [{"row": None, "field": exc.key[:64], "problem": "key given twice in one object"}],
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            400,
+            "malformed_json",
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+        ) from None
+    except RecursionError:
+        raise InputError(400, "malformed_json", "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal of over 4300 digits
+        raise InputError(400, "malformed_json", f"malformed JSON: {str(exc)[:200]}") from None
 
 
 def too_many_rows(rows: int, max_rows: int) -> InputError:
@@ -279,37 +345,98 @@ def _csv_cell(problems: _Problems, line: int, feature: Feature, text: str) -> fl
         return math.nan
 
 
-def parse_csv(text: str, max_rows: int) -> np.ndarray:
-    """Rows from CSV text: a header row of feature names (either spelling, in any order) and one
-    row per wine, separated by ',' or ';' (the UCI files use ';' and quote the header). A
-    `quality` column, as in the data set itself, is ignored. Row numbers in errors are line
-    numbers of the file (the header is line 1). Raises InputError: 400 when the text is not CSV,
-    413 above `max_rows`, 422 listing every bad header name, ragged row and bad cell.
+def _csv_lines(data: bytes | str) -> io.TextIOBase:
+    """The CSV as a stream of text lines, decoded as they are read (no second copy of the body)."""
+    if isinstance(data, str):
+        return io.StringIO(data, newline="")
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+
+
+def _too_many_lines(max_rows: int) -> InputError:
+    return InputError(
+        413,
+        "too_many_rows",
+        f"the CSV has more than {max_rows} lines after the header (blank lines count too); "
+        f"the limit is {max_rows} rows (WINE_QUALITY_MAX_BATCH_ROWS)",
+    )
+
+
+def _csv_records(
+    data: bytes | str, max_rows: int
+) -> tuple[tuple[int, list[str]] | None, list[tuple[int, list[str]]]]:
+    """The header (line number, cells) and the data records, read line by line. Every line after
+    the header, blank ones too, counts against `max_rows` (InputError 413 as soon as it is
+    passed); so do the cells, checked before reading (a line of commas cannot fill memory)."""
+    newline = b"\n" if isinstance(data, bytes) else "\n"
+    head = data[:65536]
+    sample = head.lstrip()
+    header_text = sample.split(newline, 1)[0]
+    if isinstance(header_text, bytes):
+        header_text = header_text.decode("utf-8-sig", errors="replace")
+    delimiter = _sniff_delimiter(header_text)
+    # lines after the header, counted without a copy (a cell holds a number, never a line break)
+    leading = head[: len(head) - len(sample)].count(newline)
+    if data.count(newline) - leading - data.endswith(newline) > max_rows:
+        raise _too_many_lines(max_rows)
+    separators = data.count(delimiter.encode() if isinstance(data, bytes) else delimiter)
+    if separators > (max_rows + 1) * (N_FEATURES + 2):
+        raise InputError(
+            413,
+            "too_many_cells",
+            f"the CSV holds {separators + 1} or more cells, more than {max_rows} rows need "
+            "(WINE_QUALITY_MAX_BATCH_ROWS)",
+        )
+    header: tuple[int, list[str]] | None = None
+    body: list[tuple[int, list[str]]] = []
+    reader = csv.reader(_csv_lines(data), delimiter=delimiter)
+    lines_after_header = 0
+    try:
+        for record in reader:
+            blank = not record or (len(record) == 1 and not record[0].strip())
+            if header is None:
+                if not blank:
+                    header = (reader.line_num, record)
+                continue
+            lines_after_header += 1
+            if lines_after_header > max_rows:
+                raise _too_many_lines(max_rows)
+            if not blank:
+                body.append((reader.line_num, record))
+    except csv.Error as exc:
+        raise InputError(400, "malformed_csv", f"the body is not valid CSV: {exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(
+            400,
+            "malformed_csv",
+            "the body is not UTF-8 text (an undecodable byte); save the file as CSV in UTF-8",
+        ) from None
+    return header, body
+
+
+def parse_csv(data: bytes | str, max_rows: int) -> np.ndarray:
+    """Rows from a CSV body (UTF-8 bytes or text): a header row of feature names (either
+    spelling, in any order) and one row per wine, separated by ',' or ';' (the UCI files use ';'
+    and quote the header). A `quality` column, as in the data set itself, is ignored. Row
+    numbers in errors are line numbers of the file (the header is line 1). Raises InputError:
+    400 when the body is not CSV, 413 above `max_rows` lines after the header, 422 listing every
+    bad header name, ragged row and bad cell.
     """
-    stripped = text.lstrip()
-    header_line = stripped.split("\n", 1)[0] if stripped else None
-    if header_line is None:
+    if not data or data.isspace():
         raise InputError(
             422,
             "invalid_input",
             "the CSV body is empty",
             [{"row": None, "field": None, "problem": "expected a header row and data rows"}],
         )
-    try:
-        records = list(csv.reader(io.StringIO(text), delimiter=_sniff_delimiter(header_line)))
-    except csv.Error as exc:
-        raise InputError(400, "malformed_csv", f"the body is not valid CSV: {exc}") from None
-    numbered = [
-        (n, r) for n, r in enumerate(records, start=1) if r and (len(r) > 1 or r[0].strip())
-    ]  # skip blank lines
-    if not numbered:
+    found, body = _csv_records(data, max_rows)
+    if found is None:
         raise InputError(
             422,
             "invalid_input",
             "the CSV has no header row",
             [{"row": 1, "field": None, "problem": "expected a header row of feature names"}],
         )
-    (header_line_number, header), body = numbered[0], numbered[1:]
+    header_line_number, header = found
     columns = _header_columns(header, header_line_number)
     if not body:
         raise InputError(
@@ -318,8 +445,6 @@ def parse_csv(text: str, max_rows: int) -> np.ndarray:
             "the CSV has a header but no rows",
             [{"row": None, "field": None, "problem": "must hold at least one row"}],
         )
-    if len(body) > max_rows:
-        raise too_many_rows(len(body), max_rows)
     width = len(header)
     problems = _Problems()
     for line, record in body:

@@ -34,6 +34,7 @@ def path(req: Request) -> str:
 
 @dataclass
 class ServiceMetrics:
+    registry: CollectorRegistry  # for metrics other modules add (the shadow's, the log's)
     predictions: Counter
     predicted_quality: Histogram
     batch_rows: Histogram
@@ -41,7 +42,6 @@ class ServiceMetrics:
     model_load_seconds: Gauge
     model_info: Gauge
     training_target_mean: Gauge
-    runtime_fallback: Counter
 
     def record_prediction(self, qualities: np.ndarray, outside: np.ndarray) -> None:
         """Count one served request: its rows, predicted qualities and out-of-range cells."""
@@ -84,6 +84,7 @@ def init_metrics(app: Flask, holder: ModelHolder) -> ServiceMetrics:
     exporter_class = GunicornInternalPrometheusMetrics if multiprocess_mode() else PrometheusMetrics
     exporter_class(app, path="/metrics", group_by=path, registry=registry)
     metrics = ServiceMetrics(
+        registry=registry,
         predictions=Counter(
             "wine_quality_predictions_total", "Rows predicted (all APIs).", registry=registry
         ),
@@ -125,11 +126,6 @@ def init_metrics(app: Flask, holder: ModelHolder) -> ServiceMetrics:
             multiprocess_mode="livemax",
             registry=registry,
         ),
-        runtime_fallback=Counter(
-            "wine_quality_runtime_fallback_total",
-            "Workers that fell back from the fast runtime to scikit-learn.",
-            registry=registry,
-        ),
     )
     # One series per feature from the start: rate() and increase() then see the first
     # out-of-range value too, and the dashboard shows 0 for the features in range.
@@ -142,6 +138,4 @@ def init_metrics(app: Flask, holder: ModelHolder) -> ServiceMetrics:
             version=model.version, algorithm=model.algorithm, runtime=model.runtime
         ).set(1)
         metrics.training_target_mean.set(model.facts.target_mean)
-        if model.fallback_reason:
-            metrics.runtime_fallback.inc()
     return metrics

@@ -25,7 +25,13 @@ from wine_quality import MODEL_NAME, __version__
 from wine_quality.app.api_v2 import OUTPUTS
 from wine_quality.app.settings import Settings
 from wine_quality.app.state import state
-from wine_quality.core.features import FEATURE_NAMES, FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM
+from wine_quality.core.features import (
+    FEATURE_KEYS,
+    FEATURE_NAMES,
+    FEATURES,
+    TARGET_MAXIMUM,
+    TARGET_MINIMUM,
+)
 
 # The stylesheet is served from static/ at /docs/docs.css.
 bp = Blueprint(
@@ -83,10 +89,33 @@ def _feature_schemas(key_attr: str) -> dict[str, Any]:
     }
 
 
+_INTERVAL_SCHEMA = {
+    "type": "object",
+    "required": ["level", "low", "high"],
+    "description": "Conformal prediction interval: the true grade of a wine like this one lies "
+    "in [low, high] for a share `level` of wines (calibrated at training time on out-of-fold "
+    "errors, measured on held-out wines; GET /v1/model `intervals`).",
+    "properties": {
+        "level": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "low": {"type": "number", "minimum": TARGET_MINIMUM, "maximum": TARGET_MAXIMUM},
+        "high": {"type": "number", "minimum": TARGET_MINIMUM, "maximum": TARGET_MAXIMUM},
+    },
+}
+_EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "description": "`1` or `true` adds each prediction's `base_value` and `contributions` "
+    "(JSON; CSV answers gain base_value and contribution_<key> columns); `0`, `false` or "
+    "absent: none. Any other value gets 422.",
+    "schema": {"type": "string", "enum": ["1", "true", "0", "false"]},
+}
+
+
 def _schemas(settings: Settings, fixed: dict[str, Any]) -> dict[str, Any]:
     prediction = {
         "type": "object",
-        "required": ["quality", "grade", "warnings"],
+        "required": ["quality", "grade", "interval", "warnings"],
         "properties": {
             "quality": {"type": "number", "description": f"Predicted quality ({_SCALE} scale)."},
             "grade": {
@@ -94,6 +123,22 @@ def _schemas(settings: Settings, fixed: dict[str, Any]) -> dict[str, Any]:
                 "minimum": TARGET_MINIMUM,
                 "maximum": TARGET_MAXIMUM,
                 "description": f"Quality rounded half up, clipped to {_SCALE}.",
+            },
+            "interval": _INTERVAL_SCHEMA,
+            "base_value": {
+                "type": "number",
+                "description": "With `explain=1`: the model's prediction before any feature "
+                "contributes (its mean over the training data for the tree ensembles, the "
+                "prediction at the training means for linear models).",
+            },
+            "contributions": {
+                "type": "object",
+                "description": "With `explain=1`: how much each feature moved this prediction "
+                "away from `base_value`, in grades; `base_value` plus their sum is `quality` "
+                "(within 1e-6). docs/explanations.md describes the method.",
+                "required": list(FEATURE_KEYS),
+                "additionalProperties": False,
+                "properties": {key: {"type": "number"} for key in FEATURE_KEYS},
             },
             "warnings": {
                 "type": "array",
@@ -144,8 +189,11 @@ def _predict_paths(settings: Settings) -> dict[str, Any]:
             "row, as CSV when the `Accept` header prefers `text/csv`. Values outside the physical "
             "bounds are rejected (422); values outside the training range are served with a "
             f"warning. Batches above {settings.max_batch_rows} rows get 413; bodies above "
-            f"{settings.max_body_bytes} bytes get 413."
+            f"{settings.max_body_bytes} bytes get 413, chunked ones too. A key given twice in "
+            "one JSON object is a 400 naming it. Every prediction carries its interval; "
+            "`explain=1` adds the reasons behind it."
         ),
+        "parameters": [_EXPLAIN_PARAMETER],
         "requestBody": {
             "required": True,
             "content": {
@@ -170,12 +218,14 @@ def _predict_paths(settings: Settings) -> dict[str, Any]:
                     "text/csv": {
                         "schema": {
                             "type": "string",
-                            "description": "quality,grade,model_version,warnings",
+                            "description": "quality,grade,quality_low,quality_high,"
+                            "model_version,warnings (with explain=1 then base_value and "
+                            "contribution_<key> per feature)",
                         }
                     },
                 },
             },
-            **_errors("Error", 400, 413, 415, 422, 503),
+            **_errors("Error", 400, 408, 413, 415, 422, 503),
         },
     }
     return {
@@ -207,9 +257,13 @@ _MODEL_VERSION_PARAMETER = {
 _INFER_HELP = (
     f"Open Inference Protocol v2. Either one FP32/FP64 input of shape [N, {len(FEATURES)}] "
     f"whose columns are, in order: {', '.join(FEATURE_NAMES)}; or {len(FEATURES)} inputs of "
-    "shape [N] named after the features (either spelling). Outputs: `quality` (FP64) and "
-    f"`grade` (INT64), shape [N]. The model name is `{MODEL_NAME}`; its version is in the "
-    "model metadata."
+    "shape [N] named after the features (either spelling). Outputs: `quality` (FP64), "
+    "`grade` (INT64) and the prediction interval's bounds `quality_low` and `quality_high` "
+    "(FP64, its level in the tensors' `parameters.level`), shape [N]; `outputs` selects some. "
+    f"The model name is `{MODEL_NAME}`; its version is in the "
+    "model metadata. Content-Type: JSON, or none (read as JSON, as tritonclient sends none); "
+    "the binary tensor data extension (Inference-Header-Content-Length) is supported for inputs "
+    "and, with `parameters.binary_data`, for outputs."
 )
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from wine_quality.core.runtime import RUNTIMES
 
+PREDICTION_LOG_MODES = ("off", "stdout")
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value the service cannot use."""
@@ -28,13 +30,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WINE_QUALITY_MODEL_DIR",
         "artifacts/model",
-        "Directory of the model artifact (model.joblib, metadata.json).",
+        "Directory (or link to one) of the model artifact (metadata.json, model.onnx), loaded "
+        "and verified once at start.",
     ),
     Setting(
         "WINE_QUALITY_RUNTIME",
         "auto",
-        "Inference runtime: auto (the artifact's fast runtime, else scikit-learn), "
-        "onnx or sklearn.",
+        "Inference runtime: auto or onnx (the verified ONNX export; the pickled model is never "
+        "loaded), or sklearn (unpickles model.joblib: needs scikit-learn, which the image does "
+        "not install, and trusts whoever can write the model directory).",
     ),
     Setting(
         "WINE_QUALITY_MAX_BODY_BYTES",
@@ -57,7 +61,31 @@ SETTINGS: tuple[Setting, ...] = (
         "Key that signs the web page's CSRF tokens; empty makes a random one at start, so "
         "forms validate only within that server: set it when running several replicas.",
     ),
-    Setting("PORT", "8080", "TCP port gunicorn listens on (all interfaces)."),
+    Setting(
+        "WINE_QUALITY_SHADOW_MODEL_DIR",
+        "",
+        "Directory of a second artifact that scores every predicted row beside the served "
+        "model (verified the same way); its agreement is in the metrics and the prediction log, "
+        "answers never change. Empty: no shadow.",
+    ),
+    Setting(
+        "WINE_QUALITY_PREDICTION_LOG",
+        "off",
+        "off, or stdout: one JSON line per predicted row (request id, inputs, prediction, the "
+        "shadow's), the format in docs/monitoring.md.",
+    ),
+    Setting(
+        "WINE_QUALITY_PREDICTION_LOG_SAMPLE",
+        "1",
+        "Share of predicted rows the prediction log writes, from 0 to 1.",
+    ),
+    Setting(
+        "BIND_ADDRESS",
+        "0.0.0.0",  # noqa: S104 - a pod must listen on its own interface
+        "Address gunicorn listens on: 0.0.0.0 (all IPv4 interfaces, as a pod needs), :: (all "
+        "interfaces), 127.0.0.1 (this machine only) or one interface's address.",
+    ),
+    Setting("PORT", "8080", "TCP port gunicorn listens on."),
     Setting(
         "FORWARDED_ALLOW_IPS",
         "127.0.0.1,::1",
@@ -66,7 +94,27 @@ SETTINGS: tuple[Setting, ...] = (
         "ingress's pod network here, or HSTS and the Secure cookie flag stay off.",
     ),
     Setting("GUNICORN_WORKERS", "2", "gunicorn worker processes (sized for a 2-core pod)."),
-    Setting("GUNICORN_THREADS", "1", "Threads per worker (1 = sync worker)."),
+    Setting(
+        "GUNICORN_WORKER_CLASS",
+        "gthread",
+        "gthread: threads per worker and a read timeout per request, so slow clients cost an idle "
+        "thread each, never a whole worker (wine_quality.app.worker); sync: one request per "
+        "worker at a time, for a pod behind a buffering proxy only.",
+    ),
+    Setting(
+        "GUNICORN_THREADS",
+        "16",
+        "Threads per gthread worker: requests (slow clients included) one worker reads at once. "
+        "Idle keep-alive connections take no thread. Memory does not grow with them: at most 2 "
+        "large bodies (over 64 KiB, or chunked) per worker are read at a time, others wait up to "
+        "5 s, then get 503 with Retry-After.",
+    ),
+    Setting(
+        "GUNICORN_READ_TIMEOUT",
+        "10",
+        "Seconds a client gets to send a request's line, headers and body once a thread has "
+        "picked it up (gthread); slower requests get 408 and the connection is closed.",
+    ),
     Setting(
         "GUNICORN_TIMEOUT",
         "30",
@@ -110,6 +158,29 @@ def integer(env: str, environ: dict[str, str] | None = None, minimum: int = 1) -
     return value
 
 
+WORKER_CLASSES = ("gthread", "sync")
+
+
+def choice(env: str, choices: tuple[str, ...], environ: dict[str, str] | None = None) -> str:
+    """The setting `env`, one of `choices`, or SettingsError naming them."""
+    value = raw(env, environ)
+    if value not in choices:
+        raise SettingsError(f"{env}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def fraction(env: str, environ: dict[str, str] | None = None) -> float:
+    """The setting `env`, a number from 0 to 1, or SettingsError naming it."""
+    text = raw(env, environ)
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{env}={text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{env}={text} must be from 0 to 1")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -118,26 +189,28 @@ class Settings:
     max_batch_rows: int
     log_level: str
     secret_key: str
+    shadow_model_dir: Path | None = None
+    prediction_log: str = "off"
+    prediction_log_sample: float = 1.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        runtime = raw("WINE_QUALITY_RUNTIME", environ)
-        if runtime not in RUNTIMES:
-            raise SettingsError(
-                f"WINE_QUALITY_RUNTIME={runtime!r} is not one of {', '.join(RUNTIMES)}"
-            )
         level = raw("WINE_QUALITY_LOG_LEVEL", environ).lower()
         if level not in ("debug", "info", "warning", "error"):
             raise SettingsError(
                 f"WINE_QUALITY_LOG_LEVEL={level!r} is not one of debug, info, warning, error"
             )
+        shadow = raw("WINE_QUALITY_SHADOW_MODEL_DIR", environ)
         return cls(
             model_dir=Path(raw("WINE_QUALITY_MODEL_DIR", environ)),
-            runtime=runtime,
+            runtime=choice("WINE_QUALITY_RUNTIME", RUNTIMES, environ),
             max_body_bytes=integer("WINE_QUALITY_MAX_BODY_BYTES", environ),
             max_batch_rows=integer("WINE_QUALITY_MAX_BATCH_ROWS", environ),
             log_level=level,
             secret_key=raw("WINE_QUALITY_SECRET_KEY", environ),
+            shadow_model_dir=Path(shadow) if shadow else None,
+            prediction_log=choice("WINE_QUALITY_PREDICTION_LOG", PREDICTION_LOG_MODES, environ),
+            prediction_log_sample=fraction("WINE_QUALITY_PREDICTION_LOG_SAMPLE", environ),
         )
 
 

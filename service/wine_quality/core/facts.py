@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from wine_quality.core.features import FEATURES, Feature
+from wine_quality.core.features import FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM, Feature
 from wine_quality.core.problems import kind_of
 
 # Versions end up in file names, URLs, CSV cells and metric labels: a plain token, never a formula.
@@ -40,6 +40,92 @@ class FeatureFacts:
 
 
 @dataclass(frozen=True)
+class Difficulty:
+    """How hard a wine is to predict: a linear estimate of the absolute error from its inputs and
+    its prediction, kept within [floor, ceiling] (training/intervals.py fits it; a constant 1
+    when normalising did not narrow the intervals)."""
+
+    intercept: float
+    weights: np.ndarray  # [11], FEATURES order
+    prediction_weight: float
+    floor: float
+    ceiling: float
+
+    def __call__(self, rows: np.ndarray, quality: np.ndarray) -> np.ndarray:
+        estimate = self.intercept + rows @ self.weights + self.prediction_weight * quality
+        return np.clip(estimate, self.floor, self.ceiling)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "intercept": self.intercept,
+            "weights": dict(zip((f.key for f in FEATURES), self.weights.tolist(), strict=True)),
+            "prediction_weight": self.prediction_weight,
+            "floor": self.floor,
+            "ceiling": self.ceiling,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: _Fields) -> Difficulty:
+        weights = fields.mapping("weights")
+        floor, ceiling = fields.number("floor"), fields.number("ceiling")
+        if not 0 < floor <= ceiling:
+            raise MetadataError(
+                f"{fields.where}: need 0 < floor <= ceiling, got {floor!r} and {ceiling!r}"
+            )
+        return cls(
+            fields.number("intercept"),
+            np.array([weights.number(f.key) for f in FEATURES], dtype=np.float64),
+            fields.number("prediction_weight"),
+            floor,
+            ceiling,
+        )
+
+
+def interval_bounds(
+    quality: np.ndarray, half_width: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """quality -/+ half_width, clipped to the grade scale (the one interval arithmetic)."""
+    low = np.clip(quality - half_width, TARGET_MINIMUM, TARGET_MAXIMUM)
+    high = np.clip(quality + half_width, TARGET_MINIMUM, TARGET_MAXIMUM)
+    return low, high
+
+
+@dataclass(frozen=True)
+class IntervalFacts:
+    """The conformal prediction interval fixed at training time (training/intervals.py): a row's
+    half-width is `quantile` times its difficulty."""
+
+    level: float  # e.g. 0.8: the share of wines whose true grade the interval should hold
+    quantile: float  # conformal quantile of the out-of-fold |residual| / difficulty
+    difficulty: Difficulty
+    coverage_test: float  # measured on the held-out part
+    mean_width_test: float
+    method: str
+
+    @classmethod
+    def from_fields(cls, fields: _Fields) -> IntervalFacts:
+        level, quantile = fields.number("level"), fields.number("quantile")
+        coverage = fields.number("coverage_test")
+        if not 0 < level < 1:
+            raise MetadataError(f"{fields.where}.level must be between 0 and 1, got {level!r}")
+        if quantile < 0:
+            raise MetadataError(f"{fields.where}.quantile must not be negative, got {quantile!r}")
+        if not 0 <= coverage <= 1:
+            raise MetadataError(f"{fields.where}.coverage_test must be in [0, 1], got {coverage!r}")
+        return cls(
+            level,
+            quantile,
+            Difficulty.from_fields(fields.mapping("difficulty")),
+            coverage,
+            fields.number("mean_width_test"),
+            fields.text("method"),
+        )
+
+    def bounds(self, rows: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return interval_bounds(quality, self.quantile * self.difficulty(rows, quality))
+
+
+@dataclass(frozen=True)
 class ModelFacts:
     name: str
     version: str
@@ -52,6 +138,7 @@ class ModelFacts:
     baseline_test_metrics: Mapping[str, float]
     data_rows: int
     test_rows: int
+    intervals: IntervalFacts
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ModelFacts:
@@ -71,6 +158,7 @@ class ModelFacts:
             baseline_test_metrics=baseline.mapping("test").numbers() if baseline else {},
             data_rows=data.count("rows"),
             test_rows=data.count("test_rows"),
+            intervals=IntervalFacts.from_fields(fields.mapping("intervals")),
         )
 
     @cached_property

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -93,6 +95,12 @@ FEATURES: tuple[Feature, ...] = (
 TARGET = "quality"
 TARGET_MINIMUM = 0
 TARGET_MAXIMUM = 10
+
+
+def grades(quality: np.ndarray) -> np.ndarray:
+    """Predicted qualities as whole grades: rounded half up, clipped to the target's scale."""
+    return np.clip(np.floor(quality + 0.5), TARGET_MINIMUM, TARGET_MAXIMUM).astype(np.int64)
+
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURE_KEYS: tuple[str, ...] = tuple(f.key for f in FEATURES)

@@ -54,7 +54,11 @@ class SklearnPredictor:
 
 
 class OnnxPredictor:
-    """An ONNX graph under onnxruntime, one thread per process (workers share the cores)."""
+    """An ONNX graph under onnxruntime, one thread per process (workers share the cores).
+
+    A session belongs to the process that opened it: ONNX Runtime's threads do not survive a
+    fork (a child that inherits a session aborts at exit), so gunicorn's master verifies the
+    graph's bytes and each worker opens its own session from them (app/holder.py)."""
 
     name = "onnx"
 

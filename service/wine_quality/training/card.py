@@ -17,18 +17,29 @@ PLOTS = {
     "predicted_vs_true.png": "Predicted vs true grade (held-out part)",
     "residuals.png": "Residuals (predicted - true) against the predicted grade (held-out part)",
     "feature_importance.png": "Permutation importance: RMSE increase when a feature is permuted",
+    "interval_coverage.png": "Prediction intervals: held-out coverage against the level, and the "
+    "held-out wines with their intervals",
 }
 
 
 def write_model_card(
-    directory: Path, metadata: dict[str, Any], y_true: np.ndarray, y_pred: np.ndarray
+    directory: Path,
+    metadata: dict[str, Any],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    plots_note = write_plots(directory / PLOTS_DIR, metadata, y_true, y_pred)
+    """`bounds`: the held-out wines' prediction intervals (low, high), for their plot."""
+    plots_note = write_plots(directory / PLOTS_DIR, metadata, y_true, y_pred, bounds)
     (directory / CARD_FILE).write_text(render(metadata, plots_note), encoding="utf-8")
 
 
 def write_plots(
-    folder: Path, metadata: dict[str, Any], y_true: np.ndarray, y_pred: np.ndarray
+    folder: Path,
+    metadata: dict[str, Any],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> str | None:
     """Write the PNG plots; return a note instead when matplotlib is not installed."""
     try:
@@ -72,7 +83,53 @@ def write_plots(
     )
     axes.set(xlabel="increase of test RMSE when shuffled", title=f"Permutation importance, {title}")
     _save(figure, folder / "feature_importance.png")
+    if bounds is not None:
+        _interval_plot(folder / "interval_coverage.png", metadata, y_true, y_pred, bounds, title)
     return None
+
+
+def _interval_plot(
+    path: Path,
+    metadata: dict[str, Any],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray],
+    title: str,
+) -> None:
+    """Left: held-out coverage at each calibrated level (on the diagonal when calibrated).
+    Right: every held-out wine's interval at the trained level, sorted by prediction."""
+    import matplotlib.pyplot as plt
+
+    intervals = metadata["intervals"]
+    curve = intervals["curve"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    levels = [point["level"] for point in curve]
+    left.plot([0.45, 1], [0.45, 1], color="grey", linewidth=1, label="coverage = level")
+    left.fill_between([0.45, 1], [0.42, 0.97], [0.48, 1.03], color="grey", alpha=0.15)
+    left.plot(levels, [p["coverage_test"] for p in curve], marker="o", label="held-out coverage")
+    left.set(
+        xlabel="level", ylabel="share of held-out grades inside", title="Calibration (±3 points)"
+    )
+    left.legend(loc="upper left")
+    low, high = bounds
+    order = np.argsort(y_pred)
+    positions = np.arange(len(order))
+    inside = (y_true >= low) & (y_true <= high)
+    right.vlines(positions, low[order], high[order], color="tab:blue", alpha=0.35, linewidth=1)
+    right.scatter(positions, y_pred[order], s=4, color="tab:blue", label="prediction")
+    for covered, colour, text in (
+        (True, "tab:green", "true grade inside"),
+        (False, "tab:red", "outside"),
+    ):
+        chosen = inside[order] == covered
+        right.scatter(positions[chosen], y_true[order][chosen], s=6, color=colour, label=text)
+    right.set(
+        xlabel="held-out wines, by prediction",
+        ylabel="grade",
+        title=f"{intervals['level']:.0%} intervals, {title}",
+    )
+    right.legend(loc="upper left", fontsize="small")
+    _save(figure, path)
 
 
 def _save(figure: Any, path: Path) -> None:
@@ -104,6 +161,28 @@ def metrics_table(metadata: dict[str, Any]) -> str:
                 f"| {test['within_1']:.1%} |"
             )
     return "\n".join(lines)
+
+
+def intervals_section(metadata: dict[str, Any]) -> str:
+    """The prediction intervals: method, held-out coverage and width at each level."""
+    block = metadata["intervals"]
+    constant = block["constant_width"]
+    rows = "\n".join(
+        f"| {p['level']:.0%} | {p['coverage_test']:.1%} | {p['mean_width_test']:.2f} |"
+        for p in block["curve"]
+    )
+    return f"""## Prediction intervals
+Every prediction is served with an interval at level {block["level"]:.0%} (fixed at training).
+Method: {block["method"]}; calibrated on {block["calibration_rows"]} out-of-fold predictions.
+
+On the {block["test_rows"]} held-out wines the {block["level"]:.0%} intervals hold
+**{block["coverage_test"]:.1%}** of the true grades, with a mean width of
+**{block["mean_width_test"]:.2f}** grades (one constant width instead:
+{constant["coverage_test"]:.1%}, width {constant["mean_width_test"]:.2f}).
+
+| level | held-out coverage | mean width |
+|---:|---:|---:|
+{rows}"""
 
 
 def render(metadata: dict[str, Any], plots_note: str | None = None) -> str:
@@ -156,6 +235,13 @@ Quality gate ({gate["rule"]}): passed, RMSE {gate["promoted"]["rmse"]:.3f} vs
 {metrics_table(metadata)}
 
 Most important inputs (permutation importance, RMSE increase): {top}.
+
+{intervals_section(metadata)}
+
+## Explanations
+Each prediction can be split exactly into a base value plus one contribution per input
+(`POST /v1/predict?explain=1`): {metadata["explainer"]["description"]}
+(`{metadata["explainer"]["file"]}`, docs/explanations.md).
 
 ## Plots
 {plots}

@@ -43,8 +43,9 @@ from sklearn.svm import SVR
 from threadpoolctl import threadpool_limits
 
 from wine_quality import MODEL_NAME
-from wine_quality.core import artifact
+from wine_quality.core import artifact, explain
 from wine_quality.core.features import FEATURES
+from wine_quality.training import intervals
 from wine_quality.training.data import Dataset, file_name, load_dataset
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class TrainConfig:
     candidates: tuple[str, ...] = tuple(CANDIDATES)
     jobs: int = 1
     progress: bool = False
+    interval_level: float = intervals.DEFAULT_LEVEL
 
     @property
     def data_file(self) -> Path:
@@ -199,18 +201,28 @@ def split(X: np.ndarray, y: np.ndarray, seed: int) -> Split:
     return Split(*parts)
 
 
+def cv_folds(split_: Split, config: TrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The K folds of the training part (the same for every candidate)."""
+    folds = KFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    return list(folds.split(split_.X_train))
+
+
 def evaluate(
     name: str, split_: Split, config: TrainConfig, progress: Progress, protocol: str
-) -> tuple[dict[str, Any], Pipeline]:
-    """CV metrics on the training part, then the model refitted on it and scored on the test."""
-    folds = KFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+) -> tuple[dict[str, Any], Pipeline, np.ndarray]:
+    """CV metrics on the training part, then the model refitted on it and scored on the test.
+
+    Also returns the out-of-fold prediction of every training row (the intervals' calibration).
+    """
     fold_scores = []
+    out_of_fold = np.empty(len(split_.y_train))
     started = time.perf_counter()
-    for number, (fit_rows, score_rows) in enumerate(folds.split(split_.X_train), start=1):
+    for number, (fit_rows, score_rows) in enumerate(cv_folds(split_, config), start=1):
         progress(f"{protocol}: {name} fold {number}/{config.folds}")
         model = CANDIDATES[name](config.seed, config.jobs)
         model.fit(split_.X_train[fit_rows], split_.y_train[fit_rows])
         predicted = model.predict(split_.X_train[score_rows])
+        out_of_fold[score_rows] = predicted
         fold_scores.append(score(split_.y_train[score_rows], predicted))
     progress(f"{protocol}: {name} fit on the training part")
     model = CANDIDATES[name](config.seed, config.jobs)
@@ -221,7 +233,7 @@ def evaluate(
         "test": score(split_.y_test, model.predict(split_.X_test)),
     }
     progress(f"{protocol}: {name} done in {time.perf_counter() - started:.1f} s")
-    return result, model
+    return result, model, out_of_fold
 
 
 def gate(candidates: dict[str, Any], promoted: str) -> dict[str, Any]:
@@ -305,7 +317,7 @@ def onnx_runtime(
     """Export to ONNX and check it against scikit-learn on every row of the training file."""
     from wine_quality.core import runtime
 
-    progress("exporting the promoted model to ONNX")
+    progress(f"exporting {type(estimator[-1]).__name__} to ONNX")
     try:
         onnx_bytes = runtime.export_onnx(estimator)
     except runtime.RuntimeExportError as error:
@@ -330,6 +342,32 @@ def onnx_runtime(
             "checked_rows": len(X_all),
         }
     }
+
+
+def first_servable(
+    ranked: list[str], fitted: dict[str, Pipeline], X_all: np.ndarray, progress: Progress
+) -> tuple[str, bytes, dict[str, Any]]:
+    """The best-ranked candidate with an exact ONNX export, the export and its runtimes entry.
+
+    The service runs only the ONNX export (it never unpickles a model: docs/security.md), so a
+    candidate without an exact one cannot be promoted; those passed over are recorded with the
+    reason. Raises QualityGateError when no candidate exports.
+    """
+    passed_over: dict[str, str] = {}
+    for name in ranked:
+        onnx_bytes, runtimes = onnx_runtime(fitted[name], X_all, progress)
+        if onnx_bytes is not None:
+            if passed_over:
+                runtimes["passed_over"] = passed_over
+            return name, onnx_bytes, runtimes
+        passed_over[name] = runtimes["reason"]
+        progress(f"{name} cannot be served: {runtimes['reason']}")
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in passed_over.items())
+    raise QualityGateError(
+        f"no candidate can be promoted: none has an exact ONNX export ({reasons}). "
+        "No artifact was written.",
+        reasons,
+    )
 
 
 def importance(model: Pipeline, data: Split, seed: int) -> list[dict[str, Any]]:
@@ -361,6 +399,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"--folds must be at least 2, got {config.folds}")
     if config.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {config.jobs}")
+    if not 0 < config.interval_level < 1:
+        raise ValueError(f"--interval-level must be between 0 and 1, got {config.interval_level}")
+    if not promotable(config.candidates):
+        raise ValueError(
+            f"none of {', '.join(config.candidates)} can be promoted: a promoted model must have "
+            f"an exact explanation; add one of {', '.join(promotable(tuple(CANDIDATES)))}"
+        )
     progress = Progress(config.progress)
     # OpenMP (histogram boosting) spinning on more threads than --jobs slows a shared machine down.
     with threadpool_limits(limits=config.jobs):
@@ -375,9 +420,12 @@ def _train(config: TrainConfig, progress: Progress) -> dict[str, Any]:
         "leakage_free": split(dataset.X[keep], dataset.y[keep], config.seed),
         "paper": split(dataset.X, dataset.y, config.seed),
     }
-    evaluations, seconds, fitted = evaluate_all(splits, config, progress)
+    evaluations, seconds, fitted, out_of_fold = evaluate_all(splits, config, progress)
     leakage_free = evaluations["leakage_free"]
-    promoted = min(config.candidates, key=lambda name: (leakage_free[name]["cv"]["rmse"], name))
+    ranked = sorted(
+        promotable(config.candidates), key=lambda name: (leakage_free[name]["cv"]["rmse"], name)
+    )
+    promoted, onnx_bytes, runtimes = first_servable(ranked, fitted, dataset.X, progress)
     verdict = gate(leakage_free, promoted)
     progress(f"promoted {promoted}: gate {'passed' if verdict['passed'] else 'FAILED'}")
     if not verdict["passed"]:
@@ -389,10 +437,28 @@ def _train(config: TrainConfig, progress: Progress) -> dict[str, Any]:
         )
 
     model, data = fitted[promoted], splits["leakage_free"]
-    onnx_bytes, runtimes = onnx_runtime(model, dataset.X, progress)
     progress("permutation importance on the held-out part")
     metadata = describe(config, dataset, splits, evaluations, promoted, model, verdict)
     metadata["runtimes"] = runtimes
+    test_pred = model.predict(data.X_test)
+    metadata["intervals"], held_out_bounds = intervals.calibrate(
+        data.X_train,
+        data.y_train,
+        out_of_fold[promoted],
+        cv_folds(data, config),
+        data.X_test,
+        data.y_test,
+        test_pred,
+        config.interval_level,
+    )
+    explainer = explain.build(model, data.X_train)
+    explainer_bytes = explain.to_bytes(explainer)
+    metadata["explainer"] = {
+        "file": explain.EXPLAINER_FILE,
+        "sha256": artifact.sha256_bytes(explainer_bytes),
+        "method": explainer.method,
+        "description": explain.METHODS[explainer.method],
+    }
     metadata["timing"] = {
         "training_seconds": round(progress.elapsed(), 3),
         "machine": f"{platform.machine()}, {_cpus()} CPU(s)",
@@ -400,12 +466,13 @@ def _train(config: TrainConfig, progress: Progress) -> dict[str, Any]:
         "candidates_seconds": seconds,
     }
     progress("writing the artifact, model card and plots")
-    plots = {"y_true": data.y_test, "y_pred": model.predict(data.X_test)}
+    plots = {"y_true": data.y_test, "y_pred": test_pred, "bounds": held_out_bounds}
     written = artifact.save_artifact(
         config.output,
         model,
         metadata,
         onnx_bytes=onnx_bytes,
+        files={explain.EXPLAINER_FILE: explainer_bytes},
         write_docs=lambda directory, meta: _write_card(directory, meta, plots),
     )
     progress(f"done: {config.output} ({written['version']})")
@@ -414,24 +481,32 @@ def _train(config: TrainConfig, progress: Progress) -> dict[str, Any]:
 
 def evaluate_all(
     splits: dict[str, Split], config: TrainConfig, progress: Progress
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Pipeline]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Pipeline], dict[str, np.ndarray]]:
     """Every candidate (and the baseline) under every protocol.
 
     Returns the results, the seconds each took, and the models fitted on the leakage-free
-    training part (the promoted one is shipped).
+    training part (the promoted one is shipped) with their out-of-fold predictions.
     """
     names = list(dict.fromkeys([BASELINE, *config.candidates]))
     evaluations: dict[str, dict[str, Any]] = {protocol: {} for protocol in splits}
     seconds: dict[str, dict[str, float]] = {protocol: {} for protocol in splits}
     fitted: dict[str, Pipeline] = {}
+    out_of_fold: dict[str, np.ndarray] = {}
     for protocol, data in splits.items():
         for name in names:
             started = time.perf_counter()
-            evaluations[protocol][name], model = evaluate(name, data, config, progress, protocol)
+            evaluations[protocol][name], model, oof = evaluate(
+                name, data, config, progress, protocol
+            )
             seconds[protocol][name] = round(time.perf_counter() - started, 3)
             if protocol == "leakage_free":
-                fitted[name] = model
-    return evaluations, seconds, fitted
+                fitted[name], out_of_fold[name] = model, oof
+    return evaluations, seconds, fitted, out_of_fold
+
+
+def promotable(candidates: tuple[str, ...]) -> list[str]:
+    """The candidates that may be promoted: those with an exact explanation (not SVR)."""
+    return [name for name in candidates if explain.supports(CANDIDATES[name](0, 1))]
 
 
 def describe(
@@ -468,10 +543,12 @@ def describe(
         "metrics": {
             "selection": {
                 "protocol": "leakage_free",
-                "criterion": f"lowest mean {config.folds}-fold CV RMSE",
+                "criterion": f"lowest mean {config.folds}-fold CV RMSE among the candidates "
+                "with an exact explanation and an exact ONNX export",
                 "baseline": BASELINE,
                 "promoted": promoted,
                 "candidates": list(config.candidates),
+                "promotable": promotable(config.candidates),
             },
             # The promoted model's leakage-free numbers, flat for dashboards and release checks.
             "test": leakage_free[promoted]["test"],
@@ -507,10 +584,10 @@ def _protocol_blocks(
     }
 
 
-def _write_card(directory: Path, metadata: dict[str, Any], plots: dict[str, np.ndarray]) -> None:
+def _write_card(directory: Path, metadata: dict[str, Any], plots: dict[str, Any]) -> None:
     from wine_quality.training import card
 
-    card.write_model_card(directory, metadata, plots["y_true"], plots["y_pred"])
+    card.write_model_card(directory, metadata, plots["y_true"], plots["y_pred"], plots["bounds"])
 
 
 def _cpus() -> int:

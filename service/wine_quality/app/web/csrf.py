@@ -29,6 +29,12 @@ _SALT = "wine-quality.web.csrf"
 _NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 
 
+MISSING_COOKIE = (
+    "Your browser did not send the page's security cookie. "
+    "Allow cookies for this site, reload the page and send the form again."
+)
+
+
 class CSRFError(Exception):
     """A form post failed the CSRF check; the message says why in words a user understands."""
 
@@ -68,10 +74,7 @@ class CsrfTokens:
         if not token:
             raise CSRFError("The form was sent without its security token.")
         if not is_nonce(cookie_nonce):
-            raise CSRFError(
-                "Your browser did not send the page's security cookie. "
-                "Allow cookies for this site, reload the page and send the form again."
-            )
+            raise CSRFError(MISSING_COOKIE)
         try:
             signed_nonce = self._serializer.loads(token, max_age=self._max_age)
         except SignatureExpired:

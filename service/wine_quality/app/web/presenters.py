@@ -147,11 +147,42 @@ def form_errors(error: InputError, form: Mapping[str, str]) -> list[dict[str, An
 
 
 def single_result(prediction: Prediction) -> dict[str, Any]:
+    explanation = prediction.explanation
     return {
         "quality": float(prediction.quality[0]),
         "grade": int(prediction.grade[0]),
+        "low": float(prediction.low[0]),
+        "high": float(prediction.high[0]),
+        "level": f"{prediction.level:.0%}",
         "warnings": prediction.warnings[0],
+        "explanation": None
+        if explanation is None
+        else contribution_bars(float(explanation.base_value[0]), explanation.contributions[0]),
     }
+
+
+def contribution_bars(base_value: float, contributions: np.ndarray) -> dict[str, Any]:
+    """A diverging bar per feature, largest effect first. Each bar is drawn in an SVG whose
+    viewBox is 0..100 wide with the zero line at 50 (x and width are attributes, so the strict
+    CSP's style-src 'self' holds: no inline styles)."""
+    largest = float(np.max(np.abs(contributions))) or 1.0
+    order = np.argsort(-np.abs(contributions), kind="stable")
+    bars = []
+    for index in order:
+        value = float(contributions[index])
+        length = 50 * abs(value) / largest
+        bars.append(
+            {
+                "label": label(FEATURES[index]),
+                "key": FEATURES[index].key,
+                "value": value,
+                "text": f"{value:+.3f}",
+                "direction": "up" if value >= 0 else "down",
+                "x": f"{50 if value >= 0 else 50 - length:.2f}",
+                "width": f"{length:.2f}",
+            }
+        )
+    return {"base_value": base_value, "bars": bars}
 
 
 def histogram(grades: np.ndarray) -> list[dict[str, Any]]:
@@ -181,6 +212,7 @@ def batch_view(filename: str, rows: np.ndarray, prediction: Prediction) -> dict[
         "filename": filename,
         "rows": len(rows),
         "mean": float(np.mean(prediction.quality)),
+        "level": f"{prediction.level:.0%}",
         "histogram": histogram(prediction.grade),
         "download_href": f"data:text/csv;charset=utf-8;base64,{encoded}",
         "download_name": f"{stem}-predictions.csv",
@@ -195,6 +227,8 @@ def batch_view(filename: str, rows: np.ndarray, prediction: Prediction) -> dict[
                 "cells": rows[i].tolist(),
                 "quality": float(prediction.quality[i]),
                 "grade": int(prediction.grade[i]),
+                "low": float(prediction.low[i]),
+                "high": float(prediction.high[i]),
                 "warn": bool(flagged[i]),
             }
             for i in range(shown)

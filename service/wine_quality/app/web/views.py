@@ -28,7 +28,9 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
+from wine_quality.app.errors import APIError
 from wine_quality.app.inputs import InputError, parse_csv, rows_from_records
+from wine_quality.app.requestbody import read_body
 from wine_quality.app.state import ServiceState, state
 from wine_quality.app.web import csrf, presenters
 from wine_quality.core.artifact import LoadedModel
@@ -99,23 +101,41 @@ def _in_memory(
     return io.BytesIO()
 
 
-def _posted_form(current: ServiceState) -> tuple[MultiDict, MultiDict]:
-    """The posted fields and files, parsed in memory within the service's limits, after the CSRF
-    check passed."""
+def _posted_form(current: ServiceState, limit: int) -> tuple[MultiDict, MultiDict]:
+    """The posted fields and files, parsed in memory within the page's limits, after the CSRF
+    check passed. Before any parsing: the browser's CSRF cookie must be there, the body at most
+    `limit` bytes (whatever its framing) and a url-encoded form at most MAX_FORM_PARTS fields of
+    at most MAX_FORM_FIELD_BYTES in all."""
+    if not csrf.is_nonce(request.cookies.get(csrf.COOKIE_NAME)):
+        raise PageError(400, "The form could not be accepted", csrf.MISSING_COOKIE)
+    body = _read_body(limit)
+    if request.mimetype == "application/x-www-form-urlencoded" and (
+        len(body) > MAX_FORM_FIELD_BYTES or body.count(b"&") >= MAX_FORM_PARTS
+    ):
+        raise RequestEntityTooLarge()
     parser = FormDataParser(
         stream_factory=_in_memory,
-        max_content_length=current.settings.max_body_bytes,
+        max_content_length=limit,
         max_form_memory_size=MAX_FORM_FIELD_BYTES,
         max_form_parts=MAX_FORM_PARTS,
     )
     _, form, files = parser.parse(
-        request.stream, request.mimetype, request.content_length, request.mimetype_params
+        io.BytesIO(body), request.mimetype, len(body), request.mimetype_params
     )
     try:
         csrf.check_form(current.settings.secret_key, form)
     except csrf.CSRFError as exc:
         raise PageError(400, "The form could not be accepted", str(exc)) from None
     return form, files
+
+
+def _read_body(limit: int) -> bytes:
+    try:
+        return read_body(limit)
+    except APIError as exc:
+        if exc.status == 413:
+            raise RequestEntityTooLarge() from None
+        raise PageError(exc.status, "The request could not be read", exc.message) from None
 
 
 def _require_model(current: ServiceState) -> LoadedModel:
@@ -129,21 +149,22 @@ def _require_model(current: ServiceState) -> LoadedModel:
     return current.holder.model
 
 
-def _upload(files: MultiDict) -> tuple[str, str]:
-    """The uploaded file's name and text."""
+def _upload(files: MultiDict) -> tuple[str, bytes]:
+    """The uploaded file's name and bytes, checked to be UTF-8 text (parse_csv decodes them line
+    by line: no text copy of the whole file is kept)."""
     file: FileStorage | None = files.get("file")
     filename = PurePath((file.filename or "") if file else "").name[:200]
     if file is None or not filename:
         raise InputError(400, "no_file", "no file was chosen; choose a CSV file to upload")
     data = file.read()
-    if not data.strip():
+    if not data or data.isspace():
         raise InputError(422, "invalid_input", "the file is empty")
     if b"\0" in data:
         raise InputError(
             400, "malformed_csv", "the file is binary, not a CSV text file (it contains NUL bytes)"
         )
     try:
-        return filename, data.decode("utf-8-sig")
+        data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(
             400,
@@ -151,6 +172,7 @@ def _upload(files: MultiDict) -> tuple[str, str]:
             f"the file is not UTF-8 text (undecodable byte at position {exc.start}); "
             "save it as CSV in UTF-8",
         ) from None
+    return filename, data
 
 
 # ---------------------------------------------------------------- routes
@@ -162,11 +184,14 @@ def _render_index(
     values: dict[str, str] | None = None,
     errors: list[dict[str, Any]] | None = None,
     result: dict[str, Any] | None = None,
+    explain: bool = False,
 ) -> tuple[str, int]:
     errors = errors or []
     by_field = {e["field"]: e["problem"] for e in errors if e.get("field")}
     fields = presenters.form_fields(model.facts, values, by_field)
-    page = render_template("web/index.html", fields=fields, errors=errors, result=result)
+    page = render_template(
+        "web/index.html", fields=fields, errors=errors, result=result, explain=explain
+    )
     return page, status
 
 
@@ -179,14 +204,17 @@ def index() -> tuple[str, int]:
 def predict() -> tuple[str, int]:
     current = state()
     model = _require_model(current)
-    form, _ = _posted_form(current)
+    form, _ = _posted_form(current, MAX_FORM_FIELD_BYTES)
     values = {f.key: form.get(f.key, "") for f in FEATURES}
+    explain = form.get("explain") == "1"  # the "why" checkbox: contributions as a bar chart
     try:
         rows = rows_from_records([presenters.form_record(form)], max_rows=1)
     except InputError as exc:
-        return _render_index(model, 422, values, errors=presenters.form_errors(exc, form))
-    result = presenters.single_result(current.predict(rows))
-    return _render_index(model, 200, values, result=result)
+        errors = presenters.form_errors(exc, form)
+        return _render_index(model, 422, values, errors=errors, explain=explain)
+    prediction = current.predict(rows, api="web.form", explain=explain)
+    result = presenters.single_result(prediction)
+    return _render_index(model, 200, values, result=result, explain=explain)
 
 
 @bp.get("/favicon.ico")
@@ -207,15 +235,15 @@ def batch_page() -> Response:
 def batch() -> tuple[str, int]:
     current = state()
     _require_model(current)
-    _, files = _posted_form(current)
+    _, files = _posted_form(current, current.settings.max_body_bytes)
     filename = ""
     try:
-        filename, text = _upload(files)
-        rows = parse_csv(text, current.settings.max_batch_rows)
+        filename, data = _upload(files)
+        rows = parse_csv(data, current.settings.max_batch_rows)
     except InputError as exc:
         error = presenters.batch_error(exc, filename)
         return render_template("web/batch.html", batch=None, error=error), exc.status
-    view = presenters.batch_view(filename, rows, current.predict(rows))
+    view = presenters.batch_view(filename, rows, current.predict(rows, api="web.batch"))
     return render_template("web/batch.html", batch=view, error=None), 200
 
 

@@ -1,0 +1,107 @@
+"""The chart's two tracks under `podman kube play` with the real image: the stable Deployment,
+whose init container copies the canary's model out of the canary image and whose pods score it
+as their shadow, and the canary Deployment with its own settings. (No Kubernetes API server can
+run here; the Service's traffic split needs one and runs only in the workflow's kind job.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+import yaml
+
+from gunicorn_server import free_port
+from support import REPO, BuiltImage, require_tool
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+
+CHART = REPO / "chart" / "wine-quality"
+CONTAINERS_CONF = REPO / "scripts" / "podman" / "containers.conf"
+READY_SECONDS = 120
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [require_tool("podman"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=check,
+        env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)},
+    )
+
+
+def wait_ready(url: str) -> dict:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.get(url + "/readyz", timeout=3)
+            if answer.status_code == 200:
+                return answer.json()
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{url}/readyz not ready within {READY_SECONDS} s")
+
+
+@pytest.fixture(scope="module")
+def tracks(built_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """{"stable": URL, "canary": URL}, both pods of one `podman kube play` of the chart."""
+    folder = tmp_path_factory.mktemp("canary-play")
+    repository, tag = built_image.name.rsplit(":", 1)
+    release = f"canary-{os.getpid()}"
+    rendered = subprocess.run(
+        [
+            require_tool("helm"), "template", release, str(CHART),
+            "--values", str(CHART / "ci" / "canary-values.yaml"),
+            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+            "--set", "image.pullPolicy=Never", "--set", f"canary.image.tag={tag}",
+        ],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    (folder / "rendered.yaml").write_text(rendered)
+    ports = {"stable": free_port(), "canary": free_port()}
+    manifest = folder / "play.yaml"
+    subprocess.run(
+        [
+            sys.executable, str(REPO / "scripts" / "manifests.py"), "kube-play",
+            str(folder / "rendered.yaml"), str(manifest),
+            "--host-port", str(ports["stable"]), "--canary-port", str(ports["canary"]),
+            "--secrets", str(folder / "secrets"),
+        ],
+        check=True, timeout=60,
+    )  # fmt: skip
+    secrets = []
+    for file in sorted((folder / "secrets").glob("*.json")):
+        podman("secret", "rm", file.stem, check=False)
+        podman("secret", "create", file.stem, str(file))
+        secrets.append(file.stem)
+    try:
+        played = podman("kube", "play", str(manifest), check=False)
+        assert played.returncode == 0, played.stdout + played.stderr
+        yield {track: f"http://127.0.0.1:{port}" for track, port in ports.items()}
+    finally:
+        podman("kube", "down", str(manifest), check=False)
+        for name in secrets:
+            podman("secret", "rm", name, check=False)
+
+
+def test_both_tracks_run_and_the_stable_one_shadows_the_canary_model(tracks):
+    stable, canary = wait_ready(tracks["stable"]), wait_ready(tracks["canary"])
+    assert stable["model_version"] == canary["model_version"]  # one image here, for both tracks
+    shadow = requests.get(tracks["stable"] + "/v1/model", timeout=10).json()["shadow"]
+    assert shadow["loaded"] is True and shadow["version"] == canary["model_version"]
+    assert requests.get(tracks["canary"] + "/v1/model", timeout=10).json()["shadow"] is None
+
+    wine = yaml.safe_load((CHART / "values.yaml").read_text())["tests"]["sample"]
+    answers = [requests.post(url + "/v1/predict", json=wine, timeout=30) for url in tracks.values()]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json()["quality"] == answers[1].json()["quality"]
+    scraped = requests.get(tracks["stable"] + "/metrics", timeout=10).text
+    assert "wine_quality_shadow_predictions_total 1.0" in scraped
+    assert 'wine_quality_shadow_grades_total{agreement="agree"} 1.0' in scraped

@@ -1,0 +1,135 @@
+"""The shadow model and the prediction log under gunicorn with several workers: metrics exact
+across workers, one whole log line per row, answers and readiness untouched by a broken shadow."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from gunicorn_server import GunicornServer
+from wine_quality.core.features import FEATURE_KEYS
+from wine_quality.training.data import load_dataset
+
+pytestmark = pytest.mark.slow
+
+WORKERS = 3
+
+
+@pytest.fixture(scope="module")
+def red_rows(data_source: Path) -> np.ndarray:
+    return load_dataset(data_source / "winequality-red.csv").X
+
+
+@pytest.fixture(scope="module")
+def shadowed(
+    small_model_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    server = GunicornServer.start(
+        small_model_dir,
+        tmp_path_factory.mktemp("shadowed"),
+        GUNICORN_WORKERS=str(WORKERS),
+        GUNICORN_SHUTDOWN_DELAY="0",
+        WINE_QUALITY_SHADOW_MODEL_DIR=str(model_dir),
+        WINE_QUALITY_PREDICTION_LOG="stdout",
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def requests_to_send(rows: np.ndarray) -> list[tuple[str, dict, int]]:
+    """(path, requests keyword arguments, rows in it): JSON single and batch, CSV, v2."""
+    records = [dict(zip(FEATURE_KEYS, row, strict=True)) for row in rows.tolist()]
+    csv_body = "\n".join([",".join(FEATURE_KEYS), *(",".join(map(str, r)) for r in rows[:5])])
+    tensor = {
+        "name": "input-0",
+        "shape": [3, 11],
+        "datatype": "FP64",
+        "data": rows[:3].ravel().tolist(),
+    }
+    sent = []
+    for i in range(40):
+        sent.append(("/v1/predict", {"json": records[i]}, 1))
+    for i in range(0, 100, 10):
+        sent.append(("/v1/predict", {"json": {"instances": records[i : i + 10]}}, 10))
+    for _ in range(6):
+        sent.append(("/v1/predict", {"data": csv_body, "headers": {"Content-Type": "text/csv"}}, 5))
+        sent.append(("/v2/models/wine-quality/infer", {"json": {"inputs": [tensor]}}, 3))
+    return sent
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} " if labels else f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_shadow_counts_and_log_lines_are_exact_across_workers(shadowed, red_rows):
+    sent = requests_to_send(red_rows)
+
+    def send(item: tuple[str, dict, int]) -> tuple[str, int]:
+        path, kwargs, rows = item
+        request_id = uuid.uuid4().hex
+        headers = {**kwargs.pop("headers", {}), "X-Request-ID": request_id}
+        response = requests.post(shadowed.url + path, headers=headers, timeout=60, **kwargs)
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Request-ID"] == request_id
+        return request_id, rows
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = list(pool.map(send, [(p, dict(k), n) for p, k, n in sent]))
+    total = sum(rows for _, rows in answered)
+
+    scraped = requests.get(shadowed.url + "/metrics", timeout=10).text
+    assert metric(scraped, "wine_quality_shadow_predictions_total") == total
+    agree = metric(scraped, "wine_quality_shadow_grades_total", agreement="agree")
+    differ = metric(scraped, "wine_quality_shadow_grades_total", agreement="differ")
+    assert agree + differ == total
+    assert metric(scraped, "wine_quality_shadow_difference_count") == total
+    assert metric(scraped, "wine_quality_prediction_log_lines_total") == total
+
+    lines = [json.loads(line) for line in shadowed.stdout.read_text().splitlines()]  # whole lines
+    logged = [line for line in lines if line.get("type") == "prediction"]
+    assert len(logged) == total
+    expected = {(request_id, row) for request_id, rows in answered for row in range(rows)}
+    assert {(line["request_id"], line["row"]) for line in logged} == expected
+    assert {line["api"] for line in logged} == {"v1.json", "v1.csv", "v2"}
+    assert all(line["shadow_quality"] is not None for line in logged)
+    assert len({line["shadow_version"] for line in logged}) == 1
+
+
+def test_a_broken_shadow_leaves_readiness_and_answers_untouched(
+    small_model_dir: Path, tmp_path: Path, red_rows
+):
+    server = GunicornServer.start(
+        small_model_dir,
+        tmp_path,
+        GUNICORN_SHUTDOWN_DELAY="0",
+        WINE_QUALITY_SHADOW_MODEL_DIR=str(tmp_path / "no-such-model"),
+    )
+    try:
+        assert {
+            requests.get(server.url + "/readyz", timeout=10).status_code for _ in range(10)
+        } == {200}
+        body = {
+            "instances": [dict(zip(FEATURE_KEYS, r, strict=True)) for r in red_rows[:3].tolist()]
+        }
+        answer = requests.post(server.url + "/v1/predict", json=body, timeout=30)
+        assert answer.status_code == 200 and answer.json()["count"] == 3
+        shadow = requests.get(server.url + "/v1/model", timeout=10).json()["shadow"]
+        assert shadow["loaded"] is False and "no-such-model" in shadow["error"]
+        scraped = requests.get(server.url + "/metrics", timeout=10).text
+        assert metric(scraped, "wine_quality_shadow_failures_total", stage="load") >= 1
+        assert metric(scraped, "wine_quality_shadow_predictions_total") == 0
+    finally:
+        server.stop()
