@@ -93,28 +93,15 @@ SCENARIO_KEYS = ("single", "rate", "batch_100", "batch_10000", "csv_10000", "v2_
 
 def scenarios_for(kind: str, bodies: Bodies, args: argparse.Namespace) -> dict[str, Scenario]:
     c, big = args.connections, args.batch_rows
+    single = Scenario(
+        "single", f"1 row JSON, wrk {c} conn", "/v1/predict", bodies.each_row(single_json), 1, c
+    )
     if kind == "floor":  # the bare stack: the single-row scenario only, the service's own bodies
-        return {
-            "single": Scenario(
-                "single",
-                f"1 row JSON, wrk {c} conn",
-                "/v1/predict",
-                bodies.each_row(single_json),
-                1,
-                c,
-            )
-        }
+        return {"single": single}
     if kind == "service":
         v2 = f"/v2/models/{MODEL_NAME}/infer"
         return {
-            "single": Scenario(
-                "single",
-                f"1 row JSON, wrk {c} conn",
-                "/v1/predict",
-                bodies.each_row(single_json),
-                1,
-                c,
-            ),
+            "single": single,
             "rate": Scenario(
                 "rate",
                 f"1 row JSON, open loop {args.rate:g}/s",
