@@ -8,7 +8,10 @@ manifests.py kube-play FILE OUT --host-port PORT [--canary-port PORT] [--secrets
     Writes to OUT what `podman kube play` runs: the Deployments, ConfigMaps and Secrets of FILE,
     with each Deployment cut to one replica and its `http` container port published on
     127.0.0.1:PORT (podman publishes only ports that name a hostPort); the canary track's
-    Deployment (label track: canary), when the chart renders one, on --canary-port. With
+    Deployment (label track: canary), when the chart renders one, on --canary-port. Each
+    emptyDir volume is renamed after its Deployment: podman 4.3 makes an emptyDir a named volume
+    called after the volume, shared by every pod that uses the same name, where Kubernetes gives
+    each pod its own (two tracks would share /tmp and the metrics directory in it). With
     --secrets, each Secret goes to DIR/<name>.json instead, as the JSON object of its data
     (base64 values), the form `podman secret create` takes and every podman's `secretKeyRef`
     reads (podman 4.3 stores a Secret document of the kube file in a form its own `secretKeyRef`
@@ -76,6 +79,20 @@ def keep_init_containers(deployment: dict) -> None:
         annotations["io.podman.annotations.init.container.type"] = "always"
 
 
+def own_empty_dirs(deployment: dict) -> None:
+    """Rename the pod's emptyDir volumes (and their mounts) to <Deployment>-<volume>, so that
+    podman's named volume for each is this pod's alone, as an emptyDir is in Kubernetes."""
+    pod = deployment["spec"]["template"]["spec"]
+    prefix = deployment["metadata"]["name"]
+    renamed = {}
+    for volume in pod.get("volumes") or []:
+        if "emptyDir" in volume:
+            renamed[volume["name"]] = volume["name"] = f"{prefix}-{volume['name']}"
+    for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+        for mount in container.get("volumeMounts") or []:
+            mount["name"] = renamed.get(mount["name"], mount["name"])
+
+
 def track(deployment: dict) -> str:
     """The chart's track of a Deployment: stable (also for a Deployment without the label) or
     canary."""
@@ -113,6 +130,7 @@ def kube_play(
             raise SystemExit(f"manifests: no host port for the {name} Deployment (--canary-port)")
         publish_http(deployment, ports[name])
         keep_init_containers(deployment)
+        own_empty_dirs(deployment)
     # ConfigMaps and Secrets first: podman resolves envFrom references in document order.
     selected.sort(key=lambda doc: PLAYABLE_KINDS.index(doc["kind"]))
     out.write_text(yaml.safe_dump_all(selected, sort_keys=False), encoding="utf-8")

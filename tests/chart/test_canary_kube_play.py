@@ -110,14 +110,19 @@ def test_both_tracks_run_and_the_stable_pods_score_a_shadow(tracks):
     answers = [requests.post(url + "/v1/predict", json=wine, timeout=30) for url in tracks.values()]
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].json()["quality"] == answers[1].json()["quality"]
-    before = shadow_rows(tracks["stable"])
+    before = metric(tracks["stable"], "wine_quality_shadow_predictions_total")
     assert requests.post(tracks["stable"] + "/v1/predict", json=wine, timeout=30).ok
-    assert shadow_rows(tracks["stable"]) == before + 1
+    assert metric(tracks["stable"], "wine_quality_shadow_predictions_total") == before + 1
+    # Each pod counts its own rows only: the tracks share no metrics directory.
+    assert metric(tracks["stable"], "wine_quality_predictions_total") == 2
+    assert metric(tracks["canary"], "wine_quality_predictions_total") == 1
 
 
-def shadow_rows(url: str) -> float:
-    """wine_quality_shadow_predictions_total as the pod reports it."""
-    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("wine_quality_shadow_predictions_total "):
+def metric(url: str, name: str) -> float:
+    """The value of the unlabelled metric `name` as the pod reports it."""
+    answer = requests.get(url + "/metrics", timeout=10)
+    assert answer.status_code == 200, answer.text[:500]
+    for line in answer.text.splitlines():
+        if line.startswith(name + " "):
             return float(line.split()[1])
-    pytest.fail(f"{url}/metrics has no wine_quality_shadow_predictions_total")
+    pytest.fail(f"{url}/metrics has no {name}:\n{answer.text[:2000]}")

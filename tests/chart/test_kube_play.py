@@ -143,3 +143,20 @@ def test_kube_play_manifest_publishes_each_track_and_keeps_init_containers(tmp_p
     assert "io.podman.annotations.init.container.type" not in deployments["canary"]["metadata"].get(
         "annotations", {}
     )
+    # Each pod gets its own emptyDir, as in Kubernetes: podman names the volume it makes for an
+    # emptyDir after the volume, so two tracks with the same names would share /tmp.
+    volumes = {
+        track: {v["name"] for v in d["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v}
+        for track, d in deployments.items()
+    }
+    assert volumes["stable"] and volumes["canary"]
+    assert not volumes["stable"] & volumes["canary"]
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        names = {v["name"] for v in pod["volumes"]}
+        mounts = [
+            m
+            for c in [*pod.get("initContainers", []), *pod["containers"]]
+            for m in c.get("volumeMounts", [])
+        ]
+        assert mounts and {m["name"] for m in mounts} <= names
