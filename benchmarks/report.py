@@ -80,9 +80,11 @@ def per_round(m: dict | None, key: str = "requests_per_second") -> list[float] |
     return [r["requests_per_second"] * factor for r in m["runs"]]
 
 
-def _in_process_per_round(rounds: list[list[dict]], model: str, runtime: str) -> list[float] | None:
+def _in_process_per_round(
+    rounds: list[list[dict]], model: str, runtime: str, key: str = "batch_rows_per_second"
+) -> list[float] | None:
     values = [
-        r["batch_rows_per_second"]
+        r[key]
         for round_ in rounds
         for r in round_
         if r["model"] == model and r["runtime"] == runtime and "error" not in r
@@ -141,6 +143,8 @@ def compute_goals(
         find(measurements, f"service-promoted-{serving}", "batch_10000"), "rows_per_second"
     )
     floor = _in_process_per_round(inproc_rounds, "promoted", serving)
+    explain_us = _in_process_per_round(inproc_rounds, "promoted", "explain", "single_row_us")
+    explain_ms = [us / 1000 for us in explain_us] if explain_us else None
     bare = per_round(find(measurements, "floor", "single"))
     shadowed = find(measurements, f"service-promoted-{serving}+shadow", "single")
     shadow_p99 = per_round(shadowed, "p99_ms")
@@ -192,6 +196,14 @@ def compute_goals(
             1.10,
             f"{_num(_median(shadow_p99))} vs {_num(_median(p99))} ms; "
             f"{_num(_median(per_round(shadowed)))} vs {_num(_median(ours))} req/s",
+            below=True,
+        ),
+        _goal(
+            "explanation of one row (base value and contributions), promoted model, p50 ms",
+            explain_ms,
+            None,
+            5.0,
+            "in process, different rows in turn",
             below=True,
         ),
     ]

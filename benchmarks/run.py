@@ -426,9 +426,9 @@ def build_servers(
             runtimes.append("sklearn")
         servers += [service_server(model, path, runtime, args.work_dir) for runtime in runtimes]
     serving = serving_runtime(models["promoted"])
-    # The promoted model again, with the linear baseline (or itself) scoring every row as its
-    # shadow: what shadow scoring costs a single-row request.
-    shadow = models.get("linear", models["promoted"])
+    # The promoted model again, scoring every row a second time as its own shadow: what a
+    # challenger as costly as the champion (a retrained forest) adds to a single-row request.
+    shadow = models["promoted"]
     servers.append(
         service_server("promoted", models["promoted"], serving, args.work_dir, shadow_dir=shadow)
     )

@@ -335,7 +335,8 @@ check_graceful_stop() {
   code=$(state '{{.State.ExitCode}}')
   [ "$code" = 0 ] || fail "exit status $code after SIGTERM (137 = killed when the $grace s grace period ran out)"
   [ "$elapsed" -lt "$grace" ] || fail "took ${elapsed} s to stop; the grace period is $grace s"
-  if "$engine" logs "$container" 2>&1 | grep -q Traceback; then
+  # the whole log first: grep -q under pipefail could end the pipe early and miss a match
+  if grep -q Traceback <<<"$("$engine" logs "$container" 2>&1)"; then
     fail "the container's log holds a Python traceback"
   fi
   log "stopped by SIGTERM in ${elapsed} s (grace period $grace s), exit status 0"

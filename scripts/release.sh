@@ -460,7 +460,9 @@ reserve() {
   local why
   why=$(version_taken "$VERSION")
   [ -z "$why" ] || die "version $VERSION is taken ($why). A version is never published twice: the" \
-    "next run computes the next free version (on GitHub: push again, or re-run all jobs)"
+    "next run computes the next free version (on GitHub: push again, or re-run all jobs). On GitHub" \
+    "versions are counted from the git tags: a registry tag without its git tag v$VERSION (deleted" \
+    "by hand) keeps blocking $VERSION until that git tag exists again"
   if [ "$TRANSPORT" = github ]; then
     # Creating the ref fails when the tag exists: the reservation is atomic on GitHub's side.
     gh api --method POST "repos/$GITHUB_REPOSITORY/git/refs" \
@@ -525,7 +527,8 @@ release_assets() {
 
 finalise() {
   local tag assets dir
-  # The moving tags name a release only once everything else of it is published.
+  # The moving tags name a version only once its image and chart are published. They move before
+  # the GitHub release: if that fails, the commit is not released and the next run moves them again.
   for tag in "${VERSION%.*}" main latest; do
     tag_image "$tag"
   done

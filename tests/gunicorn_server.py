@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +46,13 @@ def stop_process(process: subprocess.Popen, timeout: float = STOP_SECONDS) -> in
     return process.returncode
 
 
+def _copy(pipe, path: Path) -> None:
+    """Whatever the pipe delivers, in order, appended to `path` until the server closes it."""
+    with pipe, path.open("ab", buffering=0) as out:
+        while chunk := pipe.read1(65536):  # what is there now, not a full buffer
+            out.write(chunk)
+
+
 @dataclass
 class GunicornServer:
     process: subprocess.Popen
@@ -66,12 +74,15 @@ class GunicornServer:
         folder: Path,
         timeout: float = STARTUP_SECONDS,
         ready: bool = True,
+        stdout_pipe: bool = False,
         **env: str | None,
     ) -> GunicornServer:
         """The service serving `model_dir`, its logs and metrics in `folder`, ready (with
         `ready=False`: once every worker has booted, whatever /readyz answers).
 
         `env` overrides the environment (GUNICORN_WORKERS defaults to 2); None removes a variable.
+        `stdout_pipe`: the server's standard output is a pipe, as under a container runtime, that
+        a thread copies to the stdout file as it reads it (else the file itself).
         """
         port = free_port()
         environment = {
@@ -96,10 +107,12 @@ class GunicornServer:
                     "wine_quality.app:create_app()",
                 ],
                 env=environment,
-                stdout=out,
+                stdout=subprocess.PIPE if stdout_pipe else out,
                 stderr=err,
                 cwd=folder,
             )
+        if stdout_pipe:
+            threading.Thread(target=_copy, args=(process.stdout, stdout), daemon=True).start()
         server = cls(process, port, stdout, stderr)
         try:
             server.wait_ready(int(environment["GUNICORN_WORKERS"]), timeout, ready)

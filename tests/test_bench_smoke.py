@@ -91,6 +91,7 @@ def test_benchmark_runs_and_writes_results(
     assert verdicts[1] in (True, False) and verdicts[2] in (True, False)
     assert verdicts[4] in (True, False)  # vs the bare stack
     assert verdicts[5] in (True, False)  # p99 with a shadow vs without
+    assert verdicts[6] in (True, False)  # one row explained in process
     assert {r["body"] for r in results["memory"]} and all(
         r["status"] in (200, 400, 413, 422) and r["peak_above_idle_kib"] >= 0
         for r in results["memory"]

@@ -31,7 +31,19 @@ from wine_quality.core.features import FEATURE_NAMES
 pytestmark = pytest.mark.slow
 
 WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
-PAGES = ("/", "/docs", "/openapi.json", "/v1/model", "/metrics", "/healthz")
+PAGES = (
+    "/",
+    "/batch",
+    "/docs",
+    "/openapi.json",
+    "/v1/model",
+    "/metrics",
+    "/healthz",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/wine-quality",
+)
 
 
 class ArmedPickle:
@@ -174,6 +186,15 @@ def test_malformed_metadata_is_not_ready_with_the_field_named_and_every_page_ans
             f"{server.url}/v1/predict", json={"instances": [WINE]}, timeout=10
         )
         assert predicted.status_code == 503 and reason in predicted.json()["error"]["message"]
+        tensor = {"name": "input-0", "shape": [1, 11], "datatype": "FP64", "data": list(PAPER_ROW)}
+        inferred = requests.post(
+            f"{server.url}/v2/models/wine-quality/infer", json={"inputs": [tensor]}, timeout=10
+        )
+        assert inferred.status_code == 503 and reason in inferred.json()["error"]
+        for page in ("/", "/batch"):  # the page's posts: a readable page, not gunicorn's 500
+            posted = requests.post(f"{server.url}{page}", data={"x": "1"}, timeout=10)
+            assert posted.status_code == 503 and reason in posted.text, page
+            assert "text/html" in posted.headers["Content-Type"]
         assert server.process.poll() is None
     finally:
         assert server.stop() == 0

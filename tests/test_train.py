@@ -128,10 +128,16 @@ def test_duplicates_inflate_the_paper_protocol(metadata):
 def test_model_card_and_plots(model_dir, metadata):
     card = (model_dir / "MODEL_CARD.md").read_text()
     assert metadata["version"] in card and "leakage_free" in card and "paper" in card
-    for name in ("predicted_vs_true.png", "residuals.png", "feature_importance.png"):
+    plots = ("predicted_vs_true.png", "residuals.png", "feature_importance.png")
+    for name in (*plots, "interval_coverage.png"):
         png = (model_dir / "plots" / name).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
         assert f"](plots/{name})" in card
+    intervals = metadata["intervals"]
+    section = card[card.index("## Prediction intervals") :]
+    assert f"{intervals['coverage_test']:.1%}" in section
+    assert f"{intervals['mean_width_test']:.2f}" in section
+    assert f"On the {intervals['test_rows']} held-out wines" in section
 
 
 def test_score_follows_cortez_tolerances():
@@ -352,3 +358,45 @@ def test_serve_runs_the_gunicorn_of_this_environment():
     assert Path(command[0]).is_file()
     app = "wine_quality.app:create_app()"
     assert command[1:] == ["-c", "python:wine_quality.app.gunicorn_conf", app]
+
+
+# --------------------------------------------------------------------------- servable candidates
+
+
+class Unexportable(LinearRegression):
+    """A regressor skl2onnx has no converter for: its export fails, as an exotic model's would."""
+
+
+def fitted_pipelines() -> dict[str, object]:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(1, 10, size=(60, len(FEATURES)))
+    y = X @ rng.uniform(-0.2, 0.2, len(FEATURES)) + 5
+    return {
+        "exotic": make_pipeline(StandardScaler(), Unexportable()).fit(X, y),
+        "linear": make_pipeline(StandardScaler(), LinearRegression()).fit(X, y),
+        "X": X,
+    }
+
+
+def test_a_candidate_without_an_exact_export_is_passed_over_with_its_reason():
+    from wine_quality.training.train import first_servable
+
+    fitted = fitted_pipelines()
+    X = fitted.pop("X")
+    name, onnx_bytes, runtimes = first_servable(["exotic", "linear"], fitted, X, lambda _: None)
+    assert name == "linear" and onnx_bytes.startswith(b"\x08")  # an ONNX ModelProto
+    assert runtimes["onnx"]["max_abs_error"] <= runtimes["onnx"]["tolerance"]
+    assert list(runtimes["passed_over"]) == ["exotic"]
+    assert "cannot export Unexportable to ONNX" in runtimes["passed_over"]["exotic"]
+
+
+def test_no_servable_candidate_means_no_artifact_and_the_reasons():
+    from wine_quality.training.train import QualityGateError, first_servable
+
+    fitted = fitted_pipelines()
+    X = fitted.pop("X")
+    with pytest.raises(QualityGateError, match=r"none has an exact ONNX export.*exotic: export"):
+        first_servable(["exotic"], {"exotic": fitted["exotic"]}, X, lambda _: None)

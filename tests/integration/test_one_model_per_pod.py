@@ -4,7 +4,8 @@ start, so every /readyz answer agrees (20 of 20) and names the same version.
 
 Two changes on disk: the files damaged (a worker that reloaded them would refuse them and answer
 503), and the directory switched to another valid artifact (a worker that reloaded would serve
-another version).
+another version). Both runtimes: the master pins the ONNX graph's bytes, or the pickle's for the
+explicit sklearn fallback.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def readyz(server: GunicornServer) -> tuple[int, str]:
 
 def damage_files(directory: Path) -> None:
     (directory / "model.onnx").write_bytes(b"not a model any more")
+    (directory / "model.joblib").write_bytes(b"not a model any more")
     (directory / "metadata.json").write_text('{"truncated": ')
 
 
@@ -71,15 +73,16 @@ def switch_to_another_artifact(directory: Path) -> None:
     other.rename(directory)
 
 
+@pytest.mark.parametrize("runtime", ["onnx", "sklearn"])
 @pytest.mark.parametrize("change", [damage_files, switch_to_another_artifact])
 def test_every_worker_serves_the_model_verified_at_start(
-    change: Callable[[Path], None], small_model_dir: Path, tmp_path: Path
+    change: Callable[[Path], None], runtime: str, small_model_dir: Path, tmp_path: Path
 ):
     model = tmp_path / "model"
     shutil.copytree(small_model_dir, model)
     logs = tmp_path / "server"
     logs.mkdir()
-    server = GunicornServer.start(model, logs, GUNICORN_WORKERS="2")
+    server = GunicornServer.start(model, logs, GUNICORN_WORKERS="2", WINE_QUALITY_RUNTIME=runtime)
     try:
         status, started_with = readyz(server)
         assert status == 200

@@ -1,9 +1,11 @@
 """The shadow model and the prediction log under gunicorn with several workers: metrics exact
-across workers, one whole log line per row, answers and readiness untouched by a broken shadow."""
+across workers for every API (the web page's form and upload too), one whole log line per row,
+answers byte-identical to a server without a shadow, readiness untouched by a broken shadow."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,22 @@ def red_rows(data_source: Path) -> np.ndarray:
     return load_dataset(data_source / "winequality-red.csv").X
 
 
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="module")
+def plain(
+    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    server = GunicornServer.start(
+        small_model_dir, tmp_path_factory.mktemp("plain"), GUNICORN_SHUTDOWN_DELAY="0"
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def shadowed(
     small_model_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -36,6 +54,7 @@ def shadowed(
         tmp_path_factory.mktemp("shadowed"),
         GUNICORN_WORKERS=str(WORKERS),
         GUNICORN_SHUTDOWN_DELAY="0",
+        stdout_pipe=True,  # as in a container: the workers' lines meet in one pipe
         WINE_QUALITY_SHADOW_MODEL_DIR=str(model_dir),
         WINE_QUALITY_PREDICTION_LOG="stdout",
     )
@@ -66,6 +85,36 @@ def requests_to_send(rows: np.ndarray) -> list[tuple[str, dict, int]]:
     return sent
 
 
+class Page:
+    """A browser on the web page: its CSRF cookie and the form's token."""
+
+    def __init__(self, server: GunicornServer) -> None:
+        self.url = server.url
+        self.session = requests.Session()
+        page = self.session.get(self.url + "/", timeout=10)
+        self.token = TOKEN.search(page.text).group(1)
+
+    def predict_one(self, row: np.ndarray, request_id: str) -> requests.Response:
+        fields = {"csrf_token": self.token, **dict(zip(FEATURE_KEYS, map(str, row), strict=True))}
+        return self.session.post(
+            self.url + "/", data=fields, headers={"X-Request-ID": request_id}, timeout=30
+        )
+
+    def upload(self, rows: np.ndarray, request_id: str) -> requests.Response:
+        content = "\n".join([",".join(FEATURE_KEYS), *(",".join(map(str, r)) for r in rows)])
+        return self.session.post(
+            self.url + "/batch",
+            data={"csrf_token": self.token},
+            files={"file": ("wines.csv", content.encode(), "text/csv")},
+            headers={"X-Request-ID": request_id},
+            timeout=30,
+        )
+
+
+def without_tokens(page: bytes) -> bytes:
+    return re.sub(rb'name="csrf_token" value="[^"]+"', b"", page)
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
     for line in text.splitlines():
@@ -74,8 +123,24 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+COUNTED = (
+    "wine_quality_shadow_predictions_total",
+    "wine_quality_shadow_difference_count",
+    "wine_quality_prediction_log_lines_total",
+)
+
+
+def counts(server: GunicornServer) -> dict[str, float]:
+    scraped = requests.get(server.url + "/metrics", timeout=10).text
+    found = {name: metric(scraped, name) for name in COUNTED}
+    for agreement in ("agree", "differ"):
+        found[agreement] = metric(scraped, "wine_quality_shadow_grades_total", agreement=agreement)
+    return found
+
+
 def test_shadow_counts_and_log_lines_are_exact_across_workers(shadowed, red_rows):
     sent = requests_to_send(red_rows)
+    before = counts(shadowed)
 
     def send(item: tuple[str, dict, int]) -> tuple[str, int]:
         path, kwargs, rows = item
@@ -86,26 +151,59 @@ def test_shadow_counts_and_log_lines_are_exact_across_workers(shadowed, red_rows
         assert response.headers["X-Request-ID"] == request_id
         return request_id, rows
 
+    def browse(item: tuple[str, np.ndarray]) -> tuple[str, int]:
+        kind, rows = item
+        request_id, page = uuid.uuid4().hex, Page(shadowed)
+        if kind == "form":
+            response = page.predict_one(rows[0], request_id)
+        else:
+            response = page.upload(rows, request_id)
+        assert response.status_code == 200, response.text[:500]
+        return request_id, len(rows)
+
+    web = [("form", red_rows[i : i + 1]) for i in range(200, 206)]
+    web += [("upload", red_rows[i : i + 7]) for i in range(300, 330, 10)]
     with ThreadPoolExecutor(8) as pool:
         answered = list(pool.map(send, [(p, dict(k), n) for p, k, n in sent]))
+        answered += list(pool.map(browse, web))
     total = sum(rows for _, rows in answered)
 
-    scraped = requests.get(shadowed.url + "/metrics", timeout=10).text
-    assert metric(scraped, "wine_quality_shadow_predictions_total") == total
-    agree = metric(scraped, "wine_quality_shadow_grades_total", agreement="agree")
-    differ = metric(scraped, "wine_quality_shadow_grades_total", agreement="differ")
-    assert agree + differ == total
-    assert metric(scraped, "wine_quality_shadow_difference_count") == total
-    assert metric(scraped, "wine_quality_prediction_log_lines_total") == total
+    after = counts(shadowed)
+    added = {name: after[name] - before[name] for name in after}
+    assert added == {
+        **dict.fromkeys(COUNTED, total),
+        "agree": added["agree"],
+        "differ": total - added["agree"],
+    }
 
     lines = [json.loads(line) for line in shadowed.stdout.read_text().splitlines()]  # whole lines
-    logged = [line for line in lines if line.get("type") == "prediction"]
+    ours = {request_id for request_id, _ in answered}
+    logged = [
+        line
+        for line in lines
+        if line.get("type") == "prediction" and line.get("request_id") in ours
+    ]
     assert len(logged) == total
     expected = {(request_id, row) for request_id, rows in answered for row in range(rows)}
     assert {(line["request_id"], line["row"]) for line in logged} == expected
-    assert {line["api"] for line in logged} == {"v1.json", "v1.csv", "v2"}
+    assert {line["api"] for line in logged} == {"v1.json", "v1.csv", "v2", "web.form", "web.batch"}
     assert all(line["shadow_quality"] is not None for line in logged)
     assert len({line["shadow_version"] for line in logged}) == 1
+
+
+def test_answers_are_byte_identical_with_and_without_a_shadow(plain, shadowed, red_rows):
+    for path, kwargs, _ in requests_to_send(red_rows[:100])[::7]:
+        headers = {**kwargs.get("headers", {}), "Accept": "text/csv"} if "data" in kwargs else {}
+        options = {**kwargs, "headers": headers, "timeout": 30}
+        ours, theirs = (requests.post(s.url + path, **options) for s in (plain, shadowed))
+        assert (ours.status_code, ours.content) == (200, theirs.content), path
+    pages = [Page(plain), Page(shadowed)]
+    forms = [page.predict_one(red_rows[0], "form") for page in pages]
+    uploads = [page.upload(red_rows[:25], "upload") for page in pages]
+    for answers, result in ((forms, b'id="interval-low"'), (uploads, b'class="interval"')):
+        assert [a.status_code for a in answers] == [200, 200]
+        assert result in answers[0].content  # a page with a prediction, not an error page
+        assert without_tokens(answers[0].content) == without_tokens(answers[1].content)
 
 
 def test_a_broken_shadow_leaves_readiness_and_answers_untouched(

@@ -324,15 +324,16 @@ def load_artifact(model_dir: Path, runtime: str = "auto") -> LoadedModel:
 
 @dataclass(frozen=True)
 class ReadArtifact:
-    """An artifact read and checked without running its model: the metadata's fields, the ONNX
-    graph's bytes (sha256-checked) and the explainer. `open_artifact` needs no file again, so
-    every process that opens one ReadArtifact serves the very same model."""
+    """An artifact read and checked without running its model: the metadata's fields, the
+    model's bytes (sha256-checked: the ONNX graph, or the pickle for the sklearn runtime) and the
+    explainer. `open_artifact` needs no file again, so every process that opens one ReadArtifact
+    serves the very same model, whichever runtime it uses."""
 
     model_dir: Path
     runtime: str
     metadata: dict[str, Any]
     facts: ModelFacts
-    onnx_bytes: bytes | None  # None for the sklearn runtime, which reads its own file
+    model_bytes: bytes  # model.onnx, or model.joblib for the sklearn runtime
     explainer: explain.Explainer | None
     started: float
 
@@ -346,17 +347,21 @@ def read_artifact(model_dir: Path, runtime: str = "auto") -> ReadArtifact:
     model_dir = Path(model_dir).resolve()
     metadata = read_metadata(model_dir)
     facts = model_facts(model_dir, metadata)
-    onnx_bytes = None if runtime == "sklearn" else _onnx_bytes(model_dir, metadata)
+    if runtime == "sklearn":
+        _check_versions(model_dir, metadata)
+        model_bytes = _verified_bytes(model_dir, metadata["model_file"], "scikit-learn model")
+    else:
+        model_bytes = _onnx_bytes(model_dir, metadata)
     explainer = _load_explainer(model_dir, metadata)
-    return ReadArtifact(model_dir, runtime, metadata, facts, onnx_bytes, explainer, started)
+    return ReadArtifact(model_dir, runtime, metadata, facts, model_bytes, explainer, started)
 
 
 def open_artifact(read: ReadArtifact) -> LoadedModel:
     """The model of a read artifact, ready to predict once it reproduces its references."""
-    if read.onnx_bytes is None:
-        predictor: Predictor = _load_sklearn(read.model_dir, read.metadata)
+    if read.runtime == "sklearn":
+        predictor: Predictor = _load_sklearn(read.model_dir, read.metadata, read.model_bytes)
     else:
-        predictor = _onnx_predictor(read.model_dir, read.metadata, read.onnx_bytes)
+        predictor = _onnx_predictor(read.model_dir, read.metadata, read.model_bytes)
     return LoadedModel(
         metadata=read.metadata,
         facts=read.facts,
@@ -453,14 +458,12 @@ def _verified_bytes(model_dir: Path, entry: Any, what: str) -> bytes:
     return data
 
 
-def _load_sklearn(model_dir: Path, metadata: dict[str, Any]) -> SklearnPredictor:
-    """The explicit fallback: unpickle model.joblib. A checksum in an unsigned metadata file only
-    catches accidents; this runs whatever code the pickle holds, so it is never chosen
-    automatically (docs/security.md)."""
+def _load_sklearn(model_dir: Path, metadata: dict[str, Any], data: bytes) -> SklearnPredictor:
+    """The explicit fallback: unpickle model.joblib's verified bytes. A checksum in an unsigned
+    metadata file only catches accidents; this runs whatever code the pickle holds, so it is never
+    chosen automatically (docs/security.md)."""
     import io
 
-    _check_versions(model_dir, metadata)
-    data = _verified_bytes(model_dir, metadata["model_file"], "scikit-learn model")
     import joblib
 
     log.warning(

@@ -18,9 +18,9 @@ the same distribution) is exact when the scores come from one model that never s
 they come from K fold models and the interval is applied around the model refitted on all the
 training part (cross-conformal, the CV+ family), so coverage is measured, not assumed: on the
 held-out 20 %, which neither the calibration nor the fit saw. Normalising makes the interval
-narrower where the model is reliably good and wider where it is not; over five splits of each
-wine it also kept the held-out coverage closer to the level than one constant width did
-(docs/training.md).
+narrower where the model is reliably good and wider where it is not; over five splits of the red
+file it gave a slightly smaller mean width than one constant width on four of them, at similar
+coverage (docs/explanations.md).
 """
 
 from __future__ import annotations
