@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,6 +137,7 @@ def run_wrk(server: Server, scenario: Scenario, seconds: int, body_file: Path) -
         str(HERE / "post.lua"),
         server.base + scenario.path,
     ]
+    logged = server.log.stat().st_size if server.log.exists() else 0
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:
@@ -150,7 +152,23 @@ def run_wrk(server: Server, scenario: Scenario, seconds: int, body_file: Path) -
         "errors": sum(result["errors"].values()),
         "error_kinds": result["errors"],
         "latency_us": result["latency_us"],
+        "worker_shares": worker_shares(server.log, logged),
     }
+
+
+def worker_shares(log: Path, offset: int) -> list[float] | None:
+    """Each gunicorn worker's share of the requests answered after byte `offset` of the server's
+    log, largest first, from the service's JSON access lines (None for other servers): an
+    uneven split of wrk's keep-alive connections shows here."""
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        pids = Counter(
+            json.loads(line).get("pid")
+            for line in lines
+            if line.startswith(b"{") and b'"type":"access"' in line
+        )
+    total = sum(pids.values())
+    return sorted((count / total for count in pids.values()), reverse=True) if total else None
 
 
 def run_fixed_rate(
@@ -487,9 +505,12 @@ def run_once(
     else:
         result = run_wrk(server, scenario, args.duration, body_file)
     result["loadavg"] = loadavg()
+    shares = result.get("worker_shares")
+    split = " / ".join(f"{share:.0%}" for share in shares) if shares else "-"
     print(
         f"  {server.name:26} {scenario.key:12} {result['requests_per_second']:9.1f} req/s "
-        f"p99 {result['latency_us']['p99'] / 1000:8.2f} ms  errors {result['errors']}",
+        f"p99 {result['latency_us']['p99'] / 1000:8.2f} ms  errors {result['errors']}  "
+        f"workers {split}",
         file=sys.stderr,
         flush=True,
     )
