@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -138,6 +139,23 @@ def counts(server: GunicornServer) -> dict[str, float]:
     return found
 
 
+def logged_rows(server: GunicornServer, request_ids: set[str], expected: int) -> list[dict]:
+    """The prediction-log lines of these requests, once `expected` of them have come through the
+    pipe (a thread copies it to the file) or 10 s have passed. Every line must be whole JSON."""
+    deadline = time.monotonic() + 10
+    while True:
+        complete = server.stdout.read_text().split("\n")[:-1]  # not a line still being copied
+        lines = [json.loads(line) for line in complete]
+        logged = [
+            line
+            for line in lines
+            if line.get("type") == "prediction" and line.get("request_id") in request_ids
+        ]
+        if len(logged) >= expected or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.1)
+
+
 def test_shadow_counts_and_log_lines_are_exact_across_workers(shadowed, red_rows):
     sent = requests_to_send(red_rows)
     before = counts(shadowed)
@@ -176,13 +194,8 @@ def test_shadow_counts_and_log_lines_are_exact_across_workers(shadowed, red_rows
         "differ": total - added["agree"],
     }
 
-    lines = [json.loads(line) for line in shadowed.stdout.read_text().splitlines()]  # whole lines
     ours = {request_id for request_id, _ in answered}
-    logged = [
-        line
-        for line in lines
-        if line.get("type") == "prediction" and line.get("request_id") in ours
-    ]
+    logged = logged_rows(shadowed, ours, total)
     assert len(logged) == total
     expected = {(request_id, row) for request_id, rows in answered for row in range(rows)}
     assert {(line["request_id"], line["row"]) for line in logged} == expected
