@@ -6,10 +6,12 @@ import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gunicorn_server import GunicornServer
 from support import REPO, BuiltImage, git_head, project_version, require_tool
 
 
@@ -52,6 +54,20 @@ def small_model_dir(data_source: Path, tmp_path_factory: pytest.TempPathFactory)
         "--folds",
         "2",
     )
+
+
+@pytest.fixture(scope="module")
+def small_model_server(
+    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    """The service under gunicorn (2 workers) serving the small model, one per test module."""
+    server = GunicornServer.start(
+        small_model_dir, tmp_path_factory.mktemp("server"), GUNICORN_SHUTDOWN_DELAY="0"
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

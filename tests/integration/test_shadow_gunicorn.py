@@ -34,19 +34,6 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def plain(
-    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GunicornServer]:
-    server = GunicornServer.start(
-        small_model_dir, tmp_path_factory.mktemp("plain"), GUNICORN_SHUTDOWN_DELAY="0"
-    )
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def shadowed(
     small_model_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GunicornServer]:
@@ -204,7 +191,10 @@ def test_shadow_counts_and_log_lines_are_exact_across_workers(shadowed, red_rows
     assert len({line["shadow_version"] for line in logged}) == 1
 
 
-def test_answers_are_byte_identical_with_and_without_a_shadow(plain, shadowed, red_rows):
+def test_answers_are_byte_identical_with_and_without_a_shadow(
+    small_model_server, shadowed, red_rows
+):
+    plain = small_model_server
     for path, kwargs, _ in requests_to_send(red_rows[:100])[::7]:
         headers = {**kwargs.get("headers", {}), "Accept": "text/csv"} if "data" in kwargs else {}
         options = {**kwargs, "headers": headers, "timeout": 30}

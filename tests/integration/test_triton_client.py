@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 import requests
@@ -18,17 +15,6 @@ from wine_quality import MODEL_NAME
 pytestmark = pytest.mark.slow
 
 ROWS = np.array([PAPER_ROW, [11.2, 0.28, 0.56, 1.9, 0.075, 17, 60, 0.998, 3.16, 0.58, 9.8]])
-
-
-@pytest.fixture(scope="module")
-def server(
-    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GunicornServer]:
-    running = GunicornServer.start(
-        small_model_dir, tmp_path_factory.mktemp("triton"), GUNICORN_SHUTDOWN_DELAY="0"
-    )
-    yield running
-    running.stop()
 
 
 def json_answer(server: GunicornServer) -> dict[str, list]:
@@ -50,10 +36,10 @@ def json_answer(server: GunicornServer) -> dict[str, list]:
 @pytest.mark.parametrize("binary_in", [True, False])
 @pytest.mark.parametrize("dtype", ["FP64", "FP32"])
 def test_tritonclient_defaults_get_the_json_answers(
-    server: GunicornServer, binary_in: bool, dtype: str
+    small_model_server: GunicornServer, binary_in: bool, dtype: str
 ) -> None:
-    expected = json_answer(server)
-    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{server.port}")
+    expected = json_answer(small_model_server)
+    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{small_model_server.port}")
     try:
         assert client.is_server_ready()
         assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
@@ -68,9 +54,9 @@ def test_tritonclient_defaults_get_the_json_answers(
     np.testing.assert_allclose(result.as_numpy("quality"), expected["quality"], atol=tolerance)
 
 
-def test_tritonclient_named_outputs_mixed_encodings(server: GunicornServer) -> None:
-    expected = json_answer(server)
-    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{server.port}")
+def test_tritonclient_named_outputs_mixed_encodings(small_model_server: GunicornServer) -> None:
+    expected = json_answer(small_model_server)
+    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{small_model_server.port}")
     try:
         tensor = tritonclient_http.InferInput("input-0", list(ROWS.shape), "FP64")
         tensor.set_data_from_numpy(ROWS)
@@ -85,14 +71,14 @@ def test_tritonclient_named_outputs_mixed_encodings(server: GunicornServer) -> N
     np.testing.assert_allclose(result.as_numpy("quality"), expected["quality"], atol=1e-9)
 
 
-def test_binary_sizes_that_do_not_add_up_are_400(server: GunicornServer) -> None:
+def test_binary_sizes_that_do_not_add_up_are_400(small_model_server: GunicornServer) -> None:
     header = (
         b'{"inputs":[{"name":"input-0","shape":[1,11],"datatype":"FP64",'
         b'"parameters":{"binary_data_size":88}}]}'
     )
     for tail, reason in ((b"\0" * 80, "short"), (b"\0" * 96, "long")):
         answer = requests.post(
-            f"{server.url}/v2/models/{MODEL_NAME}/infer",
+            f"{small_model_server.url}/v2/models/{MODEL_NAME}/infer",
             data=header + tail,
             headers={"Inference-Header-Content-Length": str(len(header))},
             timeout=10,
