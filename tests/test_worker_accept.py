@@ -1,0 +1,52 @@
+"""The service's gunicorn worker leaves a new connection to an idle worker first: a worker holding
+connections waits before it accepts, longer the more it holds, never more than 1.6 ms. The real
+listening socket and gthread's own accept; only the worker's other state is left out."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from wine_quality.app import worker
+from wine_quality.app.worker import ServiceWorker
+
+
+class Accepting(ServiceWorker):
+    """A ServiceWorker without gunicorn's arbiter: just what accept() uses."""
+
+    def __init__(self, connections: int) -> None:
+        self.nr_conns = connections
+        self.cfg = None
+        self.enqueued: list[object] = []
+
+    def enqueue_req(self, conn: object) -> None:
+        self.enqueued.append(conn)
+
+
+@pytest.fixture
+def listener():
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        sock.setblocking(False)
+        yield sock
+
+
+@pytest.mark.parametrize(("held", "wait"), [(0, 0.0), (1, 0.0002), (3, 0.0006), (20, 0.0016)])
+def test_a_worker_waits_in_proportion_to_the_connections_it_holds(
+    listener, monkeypatch, held: int, wait: float
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(worker.time, "sleep", waits.append)
+    accepting = Accepting(held)
+    with socket.create_connection(listener.getsockname()):
+        accepting.accept(listener)
+    assert sum(waits) == pytest.approx(wait)
+    assert len(accepting.enqueued) == 1 and accepting.nr_conns == held + 1
+    accepting.enqueued[0].sock.close()
+
+
+def test_a_connection_another_worker_took_meanwhile_is_no_error(listener, monkeypatch) -> None:
+    monkeypatch.setattr(worker.time, "sleep", lambda _: None)
+    accepting = Accepting(4)
+    accepting.accept(listener)  # nothing pending any more: EAGAIN, as gthread handles it
+    assert accepting.enqueued == [] and accepting.nr_conns == 4
