@@ -180,6 +180,45 @@ def test_prediction_metrics(api_client, loaded_model):
     )
 
 
+def test_http_metrics_count_answers_by_method_route_and_status(api_client):
+    api_client.post("/v1/predict", json=WINE)
+    api_client.post("/v1/predict", data="x", content_type="text/plain")
+    api_client.get("/metrics")
+    api_client.get("/metrics")
+    text = api_client.get("/metrics").get_data(as_text=True)
+    duration = 'flask_http_request_duration_seconds_count{method="POST",path="/v1/predict",'
+    assert f'{duration}status="200"}} 1.0' in text
+    assert f'{duration}status="415"}} 1.0' in text
+    assert 'flask_http_request_total{method="POST",status="200"} 1.0' in text
+    assert 'path="/metrics"' not in text and 'flask_http_request_total{method="GET"' not in text
+    assert 'flask_exporter_info{version="' in text
+
+
+def test_http_metrics_label_unusual_methods_other(api_client):
+    for method in ("BREW", "SPAM", "PROPFIND"):
+        assert api_client.open("/v1/predict", method=method).status_code == 405
+    text = api_client.get("/metrics").get_data(as_text=True)
+    assert 'flask_http_request_total{method="other",status="405"} 3.0' in text
+    assert not re.search("BREW|SPAM|PROPFIND", text)
+
+
+def test_an_unhandled_exception_is_counted_and_answered_500(make_app):
+    app = make_app()
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    client = app.test_client()
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json["error"]["code"] == "internal_error"
+    assert metric(client, 'flask_http_request_exceptions_total{method="GET",status="500"}') == 1
+    assert metric(client, 'flask_http_request_total{method="GET",status="500"}') == 1
+    client.get("/healthz")
+    assert metric(client, 'flask_http_request_exceptions_total{method="GET",status="500"}') == 1
+
+
 def test_unknown_urls_share_one_metric_label(api_client):
     api_client.get("/no/such/page")
     api_client.get("/another/one")

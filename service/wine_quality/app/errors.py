@@ -14,6 +14,7 @@ from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
+from wine_quality.app.hooks import mark_unhandled
 from wine_quality.app.inputs import InputError
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        mark_unhandled()
         return error_response(
             APIError(500, "internal error; the request id identifies it in the logs")
         )

@@ -31,19 +31,24 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from wine_quality.app.settings import WORKER_CLASSES, Settings, choice, integer, raw
+from wine_quality.app.hooks import REQUEST_ID_KEY
+from wine_quality.app.settings import (
+    WORKER_CLASSES,
+    Settings,
+    choice,
+    gunicorn_worker_class,
+    integer,
+    raw,
+)
 
 _settings = Settings.from_env()  # fails fast, naming the variable, on a bad value
 
 _address = raw("BIND_ADDRESS")
 bind = f"[{_address}]:{integer('PORT')}" if ":" in _address else f"{_address}:{integer('PORT')}"
 workers = integer("GUNICORN_WORKERS")
-# gthread: the service's thread worker, with a read timeout per request (imported by gunicorn in
-# the workers, not here: this module must not import prometheus_client before it set its directory)
-WORKER_CLASS = "wine_quality.app.worker.ServiceWorker"
-worker_class = {"gthread": WORKER_CLASS, "sync": "sync"}[
-    choice("GUNICORN_WORKER_CLASS", WORKER_CLASSES)
-]
+# a class path, imported by gunicorn in the workers, not here: this module must not import
+# prometheus_client before it set its directory
+worker_class = gunicorn_worker_class(choice("GUNICORN_WORKER_CLASS", WORKER_CLASSES))
 threads = integer("GUNICORN_THREADS")
 integer("GUNICORN_READ_TIMEOUT")  # fails fast on a bad value; the workers read it
 # Proxies whose X-Forwarded-Proto makes a request HTTPS (HSTS, the Secure cookie flag).
@@ -155,11 +160,10 @@ class JsonAccessLogger(Logger):
         if not self.access_log_enabled:
             return
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
-        headers = {name.lower(): value for name, value in (resp.headers or [])}
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "type": "access",
-            "request_id": headers.get("x-request-id", "-"),
+            "request_id": environ.get(REQUEST_ID_KEY) or _response_header(resp, "x-request-id"),
             "remote": environ.get("REMOTE_ADDR", "-"),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
@@ -171,3 +175,8 @@ class JsonAccessLogger(Logger):
             "pid": os.getpid(),
         }
         self.access_log.info(json.dumps(line, separators=(",", ":")))
+
+
+def _response_header(resp: Any, name: str) -> str:
+    """A header gunicorn sent (answers that never reached the app), or "-"."""
+    return next((value for key, value in resp.headers or [] if key.lower() == name), "-")

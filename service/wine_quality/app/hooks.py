@@ -1,18 +1,24 @@
-"""Hooks every response of the app passes through: the request id and the security headers.
+"""What every response of the app gets: the request id and the security headers.
 
-`create_app` registers them app-wide, so they do not depend on blueprint registration order.
+`create_app` wraps the whole app in `ResponseHeaders`, a WSGI middleware, so they do not depend
+on blueprint order and reach error pages, static files and /metrics too. It is one list operation
+per response instead of two Flask hooks and a werkzeug Headers lookup per header name.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_KEY = "wine_quality.request_id"  # in the WSGI environ
+STARTED_KEY = "wine_quality.started"  # time.perf_counter() when the request reached the app
+UNHANDLED_KEY = "wine_quality.unhandled"  # set when a catch-all error handler answered
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -38,40 +44,56 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
 HSTS = "max-age=31536000"
-SECURITY_HEADER_ITEMS = tuple(SECURITY_HEADERS.items())
+_SECURITY_HEADERS_BY_LOWER_NAME = tuple(
+    (name.lower(), (name, value)) for name, value in SECURITY_HEADERS.items()
+)
 
 
 def register_hooks(app: Flask) -> None:
-    app.before_request(assign_request_id)
-    app.after_request(return_request_id)
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)
+    app.wsgi_app = ResponseHeaders(app.wsgi_app)
 
 
-def assign_request_id() -> None:
-    """Take the caller's X-Request-ID when it is a sane token, else make one."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+def request_id() -> str:
+    """The current request's id: the caller's X-Request-ID when it is a sane token, else a new
+    one; the response carries it back and the logs name it."""
+    return request.environ.get(REQUEST_ID_KEY, "")
 
 
-def return_request_id(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
-    return response
+def started_at(environ: dict[str, Any]) -> float:
+    """time.perf_counter() when the request of `environ` reached the app."""
+    return environ.get(STARTED_KEY, time.perf_counter())
 
 
-class SecurityHeaders:
-    """WSGI middleware adding the security headers to every response of the app (error pages,
-    static files and /metrics included); a header a route set itself is kept. At the WSGI layer
-    it is a list operation per response, not a werkzeug Headers lookup per header name."""
+def mark_unhandled() -> None:
+    """Record that the current request ended in an unexpected exception (the catch-all error
+    handlers call it; metrics.HttpMetrics counts it)."""
+    request.environ[UNHANDLED_KEY] = True
+
+
+def was_unhandled(environ: dict[str, Any]) -> bool:
+    return bool(environ.get(UNHANDLED_KEY))
+
+
+class ResponseHeaders:
+    """WSGI middleware: assigns the request id and adds it and the security headers to every
+    response of the app; a header a route set itself is kept."""
 
     def __init__(self, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ[STARTED_KEY] = time.perf_counter()
+        given = environ.get("HTTP_X_REQUEST_ID", "")
+        rid = environ[REQUEST_ID_KEY] = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         secure = environ.get("wsgi.url_scheme") == "https"
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             present = {name.lower() for name, _ in headers}
-            headers.extend(item for item in SECURITY_HEADER_ITEMS if item[0].lower() not in present)
+            headers.extend(
+                item for lower, item in _SECURITY_HEADERS_BY_LOWER_NAME if lower not in present
+            )
+            if "x-request-id" not in present:
+                headers.append((REQUEST_ID_HEADER, rid))
             if secure and "strict-transport-security" not in present:
                 headers.append(("Strict-Transport-Security", HSTS))
             return start_response(status, headers, exc_info)

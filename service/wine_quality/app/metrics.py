@@ -5,31 +5,87 @@ imported anywhere) and every worker writes its values to files there; a scrape o
 worker sums all of them (prometheus-flask-exporter's GunicornInternalPrometheusMetrics). Without
 it (the Flask test client, a one-process run) the app gets its own registry.
 
-HTTP metrics are labelled by route template (`path="/v1/predict"`), never by raw URL, so unknown
-URLs cannot blow up the series count.
+HTTP metrics are labelled by route template (`path="/v1/predict"`), never by raw URL, and methods
+outside the standard ones are labelled "other", so no client can blow up the series count. They
+keep prometheus-flask-exporter's names, labels and buckets; `HttpMetrics` records them from one
+after_request hook with each label set's children looked up once, at about half the CPU of the
+exporter's own per-request hooks (which took a tenth of a single-row prediction's).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from flask import Flask, Request
+from flask import Flask, Request, Response, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from wine_quality.app.holder import ModelHolder
+from wine_quality.app.hooks import started_at, was_unhandled
 from wine_quality.core.features import FEATURES
 
 QUALITY_BUCKETS = (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 9.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000)
+METRICS_PATH = "/metrics"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def path(req: Request) -> str:
     """The `path` label: the matched route template, or "unmatched" for 404s."""
     return req.url_rule.rule if req.url_rule is not None else "unmatched"
+
+
+class HttpMetrics:
+    """flask_http_request_duration_seconds, flask_http_request_total and
+    flask_http_request_exceptions_total, as prometheus-flask-exporter defines them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.duration = Histogram(
+            "flask_http_request_duration_seconds",
+            "Flask HTTP request duration in seconds",
+            ["method", "path", "status"],
+            registry=registry,
+        )
+        self.total = Counter(
+            "flask_http_request_total",
+            "Total number of HTTP requests",
+            ["method", "status"],
+            registry=registry,
+        )
+        self.exceptions = Counter(
+            "flask_http_request_exceptions_total",
+            "Total number of HTTP requests which resulted in an exception",
+            ["method", "status"],
+            registry=registry,
+        )
+        # (method, path, status) -> (duration child, total child); bounded by the routes,
+        # HTTP_METHODS and the status codes the app answers with
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def after_request(self, response: Response) -> Response:
+        """Count the answered request (a Flask after_request hook; /metrics is not counted)."""
+        req = request._get_current_object()  # one context lookup, not one per attribute
+        route = path(req)
+        if route == METRICS_PATH:
+            return response
+        method = req.method if req.method in HTTP_METHODS else "other"
+        status = response.status_code
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._children[(method, route, status)] = (
+                self.duration.labels(method, route, status),
+                self.total.labels(method, status),
+            )
+        children[0].observe(max(time.perf_counter() - started_at(req.environ), 0.0))
+        children[1].inc()
+        if was_unhandled(req.environ):
+            self.exceptions.labels(method, status).inc()
+        return response
 
 
 @dataclass
@@ -48,6 +104,8 @@ class ServiceMetrics:
         self.predictions.inc(len(qualities))
         self.batch_rows.observe(len(qualities))
         observe_many(self.predicted_quality, qualities)
+        if not outside.any():
+            return
         counts = outside.sum(axis=0)
         for column in np.flatnonzero(counts):
             self.out_of_range.labels(feature=FEATURES[column].key).inc(int(counts[column]))
@@ -82,7 +140,13 @@ def init_metrics(app: Flask, holder: ModelHolder) -> ServiceMetrics:
     """Register /metrics and the HTTP metrics on `app`; create the service's own metrics."""
     registry = CollectorRegistry()
     exporter_class = GunicornInternalPrometheusMetrics if multiprocess_mode() else PrometheusMetrics
-    exporter_class(app, path="/metrics", group_by=path, registry=registry)
+    exporter = exporter_class(app, path=METRICS_PATH, export_defaults=False, registry=registry)
+    exporter.info(
+        "flask_exporter_info",
+        "Information about the Prometheus Flask exporter",
+        version=exporter.version,
+    )
+    app.after_request(HttpMetrics(registry).after_request)
     metrics = ServiceMetrics(
         registry=registry,
         predictions=Counter(

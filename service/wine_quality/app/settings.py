@@ -161,6 +161,12 @@ def integer(env: str, environ: dict[str, str] | None = None, minimum: int = 1) -
 WORKER_CLASSES = ("gthread", "sync")
 
 
+def gunicorn_worker_class(name: str) -> str:
+    """gunicorn's worker class for a GUNICORN_WORKER_CLASS value: `gthread` is the service's
+    thread worker (app/worker.py: gthread with a read timeout per request), `sync` gunicorn's."""
+    return "wine_quality.app.worker.ServiceWorker" if name == "gthread" else name
+
+
 def choice(env: str, choices: tuple[str, ...], environ: dict[str, str] | None = None) -> str:
     """The setting `env`, one of `choices`, or SettingsError naming them."""
     value = raw(env, environ)

@@ -17,7 +17,6 @@ from typing import IO, Any
 from flask import (
     Blueprint,
     Response,
-    g,
     redirect,
     render_template,
     request,
@@ -28,6 +27,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
+from wine_quality.app import hooks
 from wine_quality.app.errors import APIError
 from wine_quality.app.inputs import InputError, parse_csv, rows_from_records
 from wine_quality.app.requestbody import read_body
@@ -289,7 +289,8 @@ def _http_error(exc: HTTPException) -> tuple[str, int]:
 
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception) -> tuple[str, int]:
-    request_id = g.get("request_id", "")
+    request_id = hooks.request_id()
+    hooks.mark_unhandled()
     log.exception(
         "unhandled error on %s %s (request id %s)", request.method, request.path, request_id
     )
