@@ -89,6 +89,8 @@ EXPLAIN_VALUES = {"1": True, "true": True, "0": False, "false": False}
 
 def _explain_requested() -> bool:
     """The `explain` query parameter: 1/true or 0/false (absent: false); anything else is 422."""
+    if not request.query_string:
+        return False
     values = request.args.getlist("explain")
     if not values:
         return False
@@ -105,6 +107,8 @@ def _explain_requested() -> bool:
 
 
 def _wants_csv() -> bool:
+    if "csv" not in request.headers.get("Accept", ""):
+        return False
     best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
     return best == "text/csv"
 

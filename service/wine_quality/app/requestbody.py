@@ -85,6 +85,11 @@ def read_body(limit: int) -> bytes:
     wanted = limit + 1 if length is None else length
     buffer = io.BytesIO()
     try:
+        if length is not None and length <= READ_SIZE:  # the common small body: one read
+            piece = stream.read(length)
+            if len(piece) == length:
+                return piece
+            buffer.write(piece)
         while buffer.tell() < wanted:
             piece = stream.read(min(READ_SIZE, wanted - buffer.tell()))
             if not piece:

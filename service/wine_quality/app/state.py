@@ -8,10 +8,11 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from flask import current_app, g
+from flask import current_app
 
 from wine_quality.app.errors import APIError
 from wine_quality.app.holder import ModelHolder
+from wine_quality.app.hooks import request_id
 from wine_quality.app.metrics import ServiceMetrics
 from wine_quality.app.prediction_log import LoggedRows, PredictionLog
 from wine_quality.app.settings import Settings
@@ -60,9 +61,8 @@ class Prediction:
     explanation: Explanation | None = None
 
     def records(self) -> list[dict]:
-        qualities = np.round(self.quality, 6).tolist()
+        qualities, lows, highs = np.array((self.quality, self.low, self.high)).round(6).tolist()
         grades = self.grade.tolist()
-        lows, highs = np.round(self.low, 6).tolist(), np.round(self.high, 6).tolist()
         records = [
             {"quality": q, "grade": g, "interval": {"level": self.level, "low": lo, "high": hi}}
             for q, g, lo, hi in zip(qualities, grades, lows, highs, strict=True)
@@ -179,7 +179,7 @@ class ServiceState:
             return
         logged = LoggedRows(
             api=api,
-            request_id=g.get("request_id", ""),
+            request_id=request_id(),
             model_version=prediction.model_version,
             rows=rows,
             quality=prediction.quality,

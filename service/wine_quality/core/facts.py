@@ -53,7 +53,7 @@ class Difficulty:
 
     def __call__(self, rows: np.ndarray, quality: np.ndarray) -> np.ndarray:
         estimate = self.intercept + rows @ self.weights + self.prediction_weight * quality
-        return np.clip(estimate, self.floor, self.ceiling)
+        return estimate.clip(self.floor, self.ceiling)
 
     def as_metadata(self) -> dict[str, Any]:
         return {
@@ -85,8 +85,8 @@ def interval_bounds(
     quality: np.ndarray, half_width: np.ndarray | float
 ) -> tuple[np.ndarray, np.ndarray]:
     """quality -/+ half_width, clipped to the grade scale (the one interval arithmetic)."""
-    low = np.clip(quality - half_width, TARGET_MINIMUM, TARGET_MAXIMUM)
-    high = np.clip(quality + half_width, TARGET_MINIMUM, TARGET_MAXIMUM)
+    low = (quality - half_width).clip(TARGET_MINIMUM, TARGET_MAXIMUM)
+    high = (quality + half_width).clip(TARGET_MINIMUM, TARGET_MAXIMUM)
     return low, high
 
 

@@ -99,7 +99,7 @@ TARGET_MAXIMUM = 10
 
 def grades(quality: np.ndarray) -> np.ndarray:
     """Predicted qualities as whole grades: rounded half up, clipped to the target's scale."""
-    return np.clip(np.floor(quality + 0.5), TARGET_MINIMUM, TARGET_MAXIMUM).astype(np.int64)
+    return np.floor(quality + 0.5).clip(TARGET_MINIMUM, TARGET_MAXIMUM).astype(np.int64)
 
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
