@@ -21,7 +21,7 @@ order the tree tests them, where TreeSHAP averages every feature's marginal effe
 orders in which features could enter. Both are exact (they sum to the prediction) and agree on
 trees of depth one; on deeper trees Saabas favours features split near the leaves and can credit a
 feature the row's value never "changed" the prediction for. It costs one walk per tree (a few
-hundred microseconds for 300 trees), needs no background data, and is what a user can check by
+hundred microseconds for 100 trees), needs no background data, and is what a user can check by
 hand: every number is a difference of two node values.
 
 The explainer is built at training time from the fitted pipeline and shipped in the artifact as

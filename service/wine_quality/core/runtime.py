@@ -1,16 +1,17 @@
 """Inference runtimes: the scikit-learn estimator itself, and its ONNX export under onnxruntime.
 
-scikit-learn pays a fixed cost of milliseconds per `predict` call on a 300-tree forest (it
+scikit-learn pays a fixed cost of milliseconds per `predict` call on a 100-tree forest (it
 dispatches every tree through joblib), which would dominate a single-row request. onnxruntime
 walks the same trees in tens of microseconds. The export is checked against the estimator on real
 rows before it is used, so the two runtimes agree to `ONNX_TOLERANCE`.
 
 Exactness of tree ensembles: scikit-learn compares `float32(x)` with a float64 threshold and sums
 the trees' leaf values in float64. skl2onnx's default export stores thresholds and leaf values as
-float32 and sums in float32, which drifts by up to ~3e-5 over 300 trees. `_exact_tree_ensembles`
-rewrites each tree-ensemble node to take double input rounded through float32 (as scikit-learn
-does), with float64 thresholds and leaf weights, so the sum is computed in float64 as well; the
-only remaining rounding is onnxruntime's float32 output (~2e-7 for a grade near 6).
+float32 and sums in float32, which drifts by up to ~3e-5 over hundreds of trees.
+`_exact_tree_ensembles` rewrites each tree-ensemble node to take double input rounded through
+float32 (as scikit-learn does), with float64 thresholds and leaf weights, so the sum is computed in
+float64 as well; the only remaining rounding is onnxruntime's float32 output (~2e-7 for a grade
+near 6).
 """
 
 from __future__ import annotations

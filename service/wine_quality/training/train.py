@@ -95,7 +95,7 @@ def _extra_trees(seed: int, jobs: int) -> Pipeline:
             (
                 "regressor",
                 ExtraTreesRegressor(
-                    n_estimators=300, min_samples_leaf=2, random_state=seed, n_jobs=jobs
+                    n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=jobs
                 ),
             )
         ]
