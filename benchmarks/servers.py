@@ -19,7 +19,7 @@ from pathlib import Path
 import peer_mlflow
 from scenarios import Scenario
 
-from wine_quality.app.settings import raw
+from wine_quality.app.settings import gunicorn_worker_class, raw
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -219,14 +219,15 @@ def _floor_ready(server: Server) -> bool:
 
 def floor_server(work: Path) -> Server:
     """Flask returning a constant JSON (floor_app.py) under gunicorn with the service's worker
-    count, worker class and threads (their defaults in wine_quality.app.settings)."""
+    count, worker class (the service's own thread worker, as `wine-quality serve` runs it) and
+    threads (their defaults in wine_quality.app.settings)."""
     port = free_port()
     command = [
         str(VENV_BIN / "gunicorn"),
         "--workers",
         str(WORKERS),
         "--worker-class",
-        raw("GUNICORN_WORKER_CLASS"),
+        gunicorn_worker_class(raw("GUNICORN_WORKER_CLASS")),
         "--threads",
         raw("GUNICORN_THREADS"),
         "--bind",
