@@ -48,6 +48,16 @@ def test_snake_case_and_mixed_spellings_are_accepted():
     assert rows.tolist() == [ROW, ROW]
 
 
+def test_every_key_order_gives_the_row_in_feature_order_also_past_the_remembered_orders():
+    rng = np.random.default_rng(0)
+    orders = [rng.permutation(len(ROW)) for _ in range(300)]  # more than the 256 remembered
+    for order in [*orders, *orders[:5]]:
+        spelled = [FEATURE_KEYS[i] if i % 2 else FEATURE_NAMES[i] for i in order]
+        record = {name: ROW[i] for name, i in zip(spelled, order, strict=True)}
+        rows, _ = rows_from_json({"instances": [record, record]}, max_rows=10)
+        assert rows.tolist() == [ROW, ROW]
+
+
 def test_every_problem_of_every_row_is_listed():
     bad = dict(WINE)
     bad["pH"] = "3.5"

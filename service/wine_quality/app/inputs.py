@@ -18,6 +18,7 @@ Feature names are accepted in both spellings ("fixed acidity" and "fixed_acidity
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -240,23 +241,16 @@ def _uniform_rows(records: Sequence[Any]) -> np.ndarray | None:
 
 
 _IN_ORDER = list(range(N_FEATURES))
-_COLUMNS_OF_KEYS: dict[tuple[Any, ...], list[int]] = {}
-_MAX_KEY_ORDERS = 256  # clients send one or a few orders; any more are resolved every time
 
 
+@functools.lru_cache(maxsize=256)  # clients send one or a few key orders
 def _columns_of(keys: tuple[Any, ...]) -> list[int] | None:
-    """For an object's keys, in order, each one's FEATURES column; None unless they name the 11
-    features once each."""
-    columns = _COLUMNS_OF_KEYS.get(keys)
-    if columns is not None:
-        return columns
+    """For an object's keys, in order, each one's FEATURES column (a shared list: never modify
+    it); None unless they name the 11 features once each."""
     features = [resolve(key) if isinstance(key, str) else None for key in keys]
     if None in features or len(set(features)) != N_FEATURES:
         return None
-    columns = [index_of(feature) for feature in features]
-    if len(_COLUMNS_OF_KEYS) < _MAX_KEY_ORDERS:
-        _COLUMNS_OF_KEYS[keys] = columns
-    return columns
+    return [index_of(feature) for feature in features]
 
 
 def rows_from_json(payload: Any, max_rows: int) -> tuple[np.ndarray, bool]:
