@@ -180,6 +180,25 @@ def test_prediction_metrics(api_client, loaded_model):
     )
 
 
+@pytest.mark.parametrize(
+    ("accept", "mimetype"),
+    [
+        (None, "application/json"),
+        ("*/*", "application/json"),
+        ("application/json", "application/json"),
+        ("text/*", "text/csv"),
+        ("TEXT/CSV", "text/csv"),
+        ("application/json;q=0, */*", "text/csv"),
+        ("text/csv;q=0.5, application/json", "application/json"),
+    ],
+)
+def test_the_answer_format_follows_accept(api_client, accept, mimetype):
+    headers = {"Accept": accept} if accept else {}
+    response = api_client.post("/v1/predict", json=WINE, headers=headers)
+    assert response.status_code == 200
+    assert response.mimetype == mimetype
+
+
 def test_http_metrics_count_answers_by_method_route_and_status(api_client):
     api_client.post("/v1/predict", json=WINE)
     api_client.post("/v1/predict", data="x", content_type="text/plain")
