@@ -163,7 +163,7 @@ class JsonAccessLogger(Logger):
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "type": "access",
-            "request_id": environ.get(REQUEST_ID_KEY) or _response_header(resp, "x-request-id"),
+            "request_id": environ.get(REQUEST_ID_KEY, "-"),  # set by app/hooks.py
             "remote": environ.get("REMOTE_ADDR", "-"),
             "method": environ.get("REQUEST_METHOD"),
             "path": environ.get("PATH_INFO"),
@@ -175,8 +175,3 @@ class JsonAccessLogger(Logger):
             "pid": os.getpid(),
         }
         self.access_log.info(json.dumps(line, separators=(",", ":")))
-
-
-def _response_header(resp: Any, name: str) -> str:
-    """A header gunicorn sent (answers that never reached the app), or "-"."""
-    return next((value for key, value in resp.headers or [] if key.lower() == name), "-")
