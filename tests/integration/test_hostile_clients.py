@@ -215,6 +215,29 @@ def test_a_chunked_body_within_the_limit_is_read_whole(server: GunicornServer) -
     assert json.loads(answer)["count"] == rows
 
 
+def test_a_body_cut_short_by_the_client_is_a_400(server: GunicornServer) -> None:
+    """A small body (read in one call) whose client stops sending and half-closes the socket."""
+    body = json.dumps(dict(zip(FEATURE_NAMES, [7.4] * len(FEATURE_NAMES), strict=True))).encode()
+    before = five_xx(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    status, _, text = parse_response(answer)
+    assert status == 400, text[:300]
+    error = json.loads(text)["error"]
+    assert error["code"] == "malformed_body"  # not a JSON error about half a document
+    assert "ended before the end of the body" in error["message"]
+    assert five_xx(server) == before
+    assert "Traceback" not in server.logs()
+
+
 def test_gunicorn_error_answers_carry_the_security_headers(server: GunicornServer) -> None:
     cases = {
         400: b"GARBAGE\r\n\r\n",
