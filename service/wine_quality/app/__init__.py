@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
     from wine_quality.app import api_v1, api_v2, hooks, openapi, web
     from wine_quality.app.errors import register_error_handlers
     from wine_quality.app.holder import ModelHolder
+    from wine_quality.app.jsoncodec import JsonProvider
     from wine_quality.app.metrics import init_metrics
     from wine_quality.app.settings import Settings
     from wine_quality.app.state import EXTENSION, ServiceState
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None, model: LoadedModel | None = Non
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False, TESTING=False)
-    app.json.sort_keys = False
+    app.json = JsonProvider(app)
     hooks.register_hooks(app)
     register_error_handlers(app)
     metrics = init_metrics(app, holder)

@@ -6,7 +6,8 @@ or raises `InputError` naming every offending row and field. Problems never echo
 these functions, so both accept and reject exactly the same inputs:
 
 - `parse_json(data, max_rows)`: the JSON body, refusing duplicate keys and, before parsing, more
-  values than a batch of `max_rows` rows can hold (so memory stays near the body's size);
+  values than a batch of `max_rows` rows can hold (so memory stays near the body's size); read
+  by orjson when that is certain to give the json module's result (app/jsoncodec.py);
 - `rows_from_json(payload, max_rows)`: one object with the 11 features, or {"instances": [...]};
 - `parse_csv(data, max_rows)`: a header row of feature names, ',' or ';' separated, read line by
   line with every line after the header (blank ones too) counted against `max_rows`;
@@ -22,6 +23,7 @@ import functools
 import io
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from wine_quality.app.jsoncodec import NOT_PLAIN, loads_plain
 from wine_quality.core.features import FEATURES, TARGET, Feature, index_of, resolve
 from wine_quality.core.problems import Problems, kind_of
 
@@ -109,6 +112,13 @@ def parse_json(data: bytes, max_rows: int) -> Any:
             f"the JSON body holds about {items} values, more than a batch of {max_rows} rows "
             "needs (WINE_QUALITY_MAX_BATCH_ROWS)",
         )
+    payload = loads_plain(data)
+    return _parse_json_exactly(data) if payload is NOT_PLAIN else payload
+
+
+def _parse_json_exactly(data: bytes) -> Any:
+    """parse_json's answer, from the json module: it decides every document that
+    jsoncodec.loads_plain leaves to it (duplicate keys, NaN, huge integers, errors)."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -224,7 +234,7 @@ def _uniform_rows(records: Sequence[Any]) -> np.ndarray | None:
     if not all(type(record) is dict and len(record) == N_FEATURES for record in records):
         return None
     try:
-        values = [[record[key] for key in keys] for record in records]
+        values = list(map(operator.itemgetter(*keys), records))
     except KeyError:  # a record with other keys
         return None
     if not set(map(type, chain.from_iterable(values))) <= _PLAIN_NUMBERS:
