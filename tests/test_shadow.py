@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from support import PAPER_ROW
 from wine_quality.app import create_app
+from wine_quality.app import shadow as shadow_module
 from wine_quality.app.prediction_log import APIS
 from wine_quality.app.settings import Settings
 from wine_quality.app.state import state
@@ -95,6 +97,7 @@ def test_shadow_metrics_count_every_row_of_every_api(loaded_model, model_dir, re
         client.post("/v2/models/wine-quality/infer", json={"inputs": [tensor]}).status_code == 200
     )
     sent = np.vstack([red_rows[:30], [PAPER_ROW], red_rows[30:35]])
+    assert current.shadow.wait_until_scored()
     assert sample(registry, "wine_quality_shadow_predictions_total") == len(sent)
     agree = sample(registry, "wine_quality_shadow_grades_total", agreement="agree")
     differ = sample(registry, "wine_quality_shadow_grades_total", agreement="differ")
@@ -121,6 +124,99 @@ def test_shadow_metrics_count_every_row_of_every_api(loaded_model, model_dir, re
         "algorithm": shadow.algorithm,
         "runtime": shadow.runtime,
     }
+
+
+class HeldShadow:
+    """The loaded model as a shadow whose predict waits until released, counting its calls."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.calls: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict(self, rows):
+        self.calls.append(len(rows))
+        self.entered.set()
+        assert self.release.wait(30)
+        return self.model.predict(rows)
+
+
+def held_shadow_app(loaded_model, model_dir, **settings):
+    app = app_with(loaded_model, shadow_model_dir=model_dir, **settings)
+    with app.app_context():
+        current = state()
+    held = current.shadow.model = HeldShadow(current.shadow.model)
+    return app, current, held
+
+
+def test_answers_do_not_wait_for_the_shadow_and_its_rows_are_scored_together(
+    loaded_model, model_dir, red_rows
+):
+    app, current, held = held_shadow_app(loaded_model, model_dir)
+    client = app.test_client()
+    assert client.post("/v1/predict", json=WINE).status_code == 200
+    assert held.entered.wait(10)  # the shadow is stuck on the first request's row...
+    for row in red_rows[:20]:  # ...and every later request is answered all the same
+        answer = client.post("/v1/predict", json=dict(zip(FEATURE_KEYS, row.tolist(), strict=True)))
+        assert answer.status_code == 200
+    held.release.set()
+    assert current.shadow.wait_until_scored()
+    assert held.calls == [1, 20]  # the 20 queued rows in one call
+    registry = current.metrics.registry
+    assert sample(registry, "wine_quality_shadow_predictions_total") == 21
+    assert sample(registry, "wine_quality_shadow_difference_count") == 21
+
+
+def test_rows_beyond_the_queue_bound_are_counted_unscored_and_logged_without_shadow(
+    loaded_model, model_dir, red_rows, log_pipe, monkeypatch
+):
+    monkeypatch.setattr(shadow_module, "MAX_QUEUED_ROWS", 10)
+    app, current, held = held_shadow_app(loaded_model, model_dir, prediction_log="stdout")
+    current.prediction_log.fd = log_pipe[1]
+    client = app.test_client()
+    assert client.post("/v1/predict", json=WINE).status_code == 200
+    assert held.entered.wait(10)
+    for start in (0, 5, 10):  # 5 + 5 rows wait; the third batch would make 15
+        response = client.post(
+            "/v1/predict",
+            json=batch(red_rows[start : start + 5]),
+            headers={"X-Request-ID": f"from-{start}"},
+        )
+        assert response.status_code == 200
+    registry = current.metrics.registry
+    assert sample(registry, "wine_quality_shadow_failures_total", stage="queue") == 1
+    unscored = log_lines(log_pipe[0])  # the dropped request's lines are written at once
+    assert [(line["request_id"], line["shadow_quality"]) for line in unscored] == [
+        ("from-10", None)
+    ] * 5
+    held.release.set()
+    assert current.shadow.wait_until_scored()
+    assert held.calls == [1, 10]
+    assert sample(registry, "wine_quality_shadow_predictions_total") == 11
+    lines = log_lines(log_pipe[0])
+    assert len(lines) == 16 and sum(line["shadow_quality"] is not None for line in lines) == 11
+
+
+def test_closing_scores_what_is_queued_and_refuses_later_rows(loaded_model, model_dir, red_rows):
+    app, current, held = held_shadow_app(loaded_model, model_dir)
+    client = app.test_client()
+    for row in red_rows[:3]:
+        client.post("/v1/predict", json=dict(zip(FEATURE_KEYS, row.tolist(), strict=True)))
+    assert held.entered.wait(10)
+    closing = threading.Thread(target=current.shadow.close)
+    closing.start()
+    held.release.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    registry = current.metrics.registry
+    assert sample(registry, "wine_quality_shadow_predictions_total") == 3
+    assert client.post("/v1/predict", json=WINE).status_code == 200
+    assert sample(registry, "wine_quality_shadow_failures_total", stage="queue") == 1
+    assert sample(registry, "wine_quality_shadow_predictions_total") == 3
 
 
 def test_a_shadow_that_fails_to_load_changes_nothing_but_says_so(
@@ -161,6 +257,7 @@ def test_a_shadow_that_fails_on_a_request_is_counted_and_the_answer_stands(
     current.prediction_log.fd = log_pipe[1]
     answer = app.test_client().post("/v1/predict", json=WINE)
     assert answer.status_code == 200 and answer.json["grade"] in range(11)
+    assert current.shadow.wait_until_scored()
     assert (
         sample(current.metrics.registry, "wine_quality_shadow_failures_total", stage="predict") == 1
     )
@@ -179,6 +276,7 @@ def test_one_log_line_per_row_with_the_response_request_id(
     response = client.post(
         "/v1/predict", json=batch(red_rows[:7]), headers={"X-Request-ID": "batch-7"}
     )
+    assert current.shadow.wait_until_scored()
     lines = log_lines(log_pipe[0])
     assert [line["row"] for line in lines] == list(range(7))
     assert (

@@ -126,6 +126,22 @@ def counts(server: GunicornServer) -> dict[str, float]:
     return found
 
 
+def settled_counts(server: GunicornServer, before: dict[str, float], rows: int) -> dict:
+    """The counters once the shadow's threads have scored `rows` more rows (they score off the
+    request path, within SCORING_DELAY_SECONDS and a model call), or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = counts(server)
+        scored = (
+            found["wine_quality_shadow_predictions_total"]
+            - before["wine_quality_shadow_predictions_total"]
+        )
+        if scored >= rows or time.monotonic() > deadline:
+            time.sleep(0.2)  # then nothing more may come
+            return counts(server)
+        time.sleep(0.05)
+
+
 def logged_rows(server: GunicornServer, request_ids: set[str], expected: int) -> list[dict]:
     """The prediction-log lines of these requests, once `expected` of them have come through the
     pipe (a thread copies it to the file) or 10 s have passed. Every line must be whole JSON."""
@@ -173,7 +189,7 @@ def test_shadow_counts_and_log_lines_are_exact_across_workers(shadowed, red_rows
         answered += list(pool.map(browse, web))
     total = sum(rows for _, rows in answered)
 
-    after = counts(shadowed)
+    after = settled_counts(shadowed, before, total)
     added = {name: after[name] - before[name] for name in after}
     assert added == {
         **dict.fromkeys(COUNTED, total),
@@ -234,3 +250,31 @@ def test_a_broken_shadow_leaves_readiness_and_answers_untouched(
         assert metric(scraped, "wine_quality_shadow_predictions_total") == 0
     finally:
         server.stop()
+
+
+def test_rows_queued_for_the_shadow_are_scored_before_a_worker_stops(
+    small_model_dir: Path, model_dir: Path, tmp_path: Path, red_rows
+):
+    server = GunicornServer.start(
+        small_model_dir,
+        tmp_path,
+        GUNICORN_WORKERS="2",
+        GUNICORN_SHUTDOWN_DELAY="0",
+        stdout_pipe=True,
+        WINE_QUALITY_SHADOW_MODEL_DIR=str(model_dir),
+        WINE_QUALITY_PREDICTION_LOG="stdout",
+    )
+    request_ids = set()
+    try:
+        for path, kwargs, _ in requests_to_send(red_rows)[:40]:  # single rows
+            request_id = uuid.uuid4().hex
+            response = requests.post(
+                server.url + path, headers={"X-Request-ID": request_id}, timeout=30, **kwargs
+            )
+            assert response.status_code == 200
+            request_ids.add(request_id)
+    finally:
+        server.stop()  # SIGTERM right after the last answer: its row is still queued
+    logged = logged_rows(server, request_ids, len(request_ids))
+    assert {line["request_id"] for line in logged} == request_ids
+    assert all(line["shadow_quality"] is not None for line in logged)

@@ -25,7 +25,7 @@ import random
 import select
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
@@ -48,6 +48,7 @@ class LoggedRows:
     grades: np.ndarray
     shadow_version: str | None = None
     shadow_quality: np.ndarray | None = None  # None: no shadow, or it failed on this request
+    at: float = field(default_factory=time.time)  # when predicted; the shadow's line comes later
 
 
 class PredictionLog:
@@ -86,7 +87,7 @@ class PredictionLog:
 def _line(logged: LoggedRows, i: int, shadow_configured: bool) -> bytes:
     record = {
         "type": "prediction",
-        "time": _now(),
+        "time": _utc(logged.at),
         "request_id": logged.request_id,
         "api": logged.api,
         "model_version": logged.model_version,
@@ -102,9 +103,8 @@ def _line(logged: LoggedRows, i: int, shadow_configured: bool) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
-def _now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 def _chunks(lines: list[bytes]) -> Iterator[bytes]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 from flask import current_app
@@ -171,12 +172,22 @@ class ServiceState:
         return prediction
 
     def _follow_up(self, rows: np.ndarray, prediction: Prediction, api: str) -> None:
-        """What happens beside the answer, never changing it: the shadow, the prediction log."""
-        scores = (
-            self.shadow.score(rows, prediction.quality, prediction.grade) if self.shadow else None
-        )
+        """What happens beside the answer, never changing it: the shadow scores the rows (off the
+        request path), the prediction log records them (once scored, with a shadow)."""
+        log = self._log_writer(rows, prediction, api)
+        if self.shadow is not None:
+            self.shadow.submit(rows, prediction.quality, prediction.grade, log)
+        elif log is not None:
+            log(None)
+
+    def _log_writer(
+        self, rows: np.ndarray, prediction: Prediction, api: str
+    ) -> Callable[[np.ndarray | None], None] | None:
+        """Writes this request's log lines given the shadow's qualities (None: no shadow, or
+        it failed); None without a prediction log."""
         if self.prediction_log is None:
-            return
+            return None
+        prediction_log, shadow = self.prediction_log, self.shadow
         logged = LoggedRows(
             api=api,
             request_id=request_id(),
@@ -184,10 +195,16 @@ class ServiceState:
             rows=rows,
             quality=prediction.quality,
             grades=prediction.grade,
-            shadow_version=self.shadow.model.version if self.shadow and self.shadow.model else None,
-            shadow_quality=scores.quality if scores else None,
+            shadow_version=shadow.model.version if shadow and shadow.model else None,
         )
-        self.prediction_log.write(logged, shadow_configured=self.shadow is not None)
+
+        def write(shadow_quality: np.ndarray | None) -> None:
+            prediction_log.write(
+                replace(logged, shadow_quality=shadow_quality),
+                shadow_configured=shadow is not None,
+            )
+
+        return write
 
 
 def state() -> ServiceState:
