@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from gunicorn.glogging import Logger
 
 from wine_quality.app.hooks import REQUEST_ID_KEY
@@ -174,4 +174,4 @@ class JsonAccessLogger(Logger):
             "user_agent": environ.get("HTTP_USER_AGENT"),
             "pid": os.getpid(),
         }
-        self.access_log.info(json.dumps(line, separators=(",", ":")))
+        self.access_log.info(orjson.dumps(line).decode())

@@ -19,7 +19,6 @@ without mixing lines. A failed write is counted and dropped; it never fails the 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import select
@@ -28,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from wine_quality.core.features import FEATURE_KEYS
@@ -100,7 +100,7 @@ def _line(logged: LoggedRows, i: int, shadow_configured: bool) -> bytes:
         shadow = logged.shadow_quality
         record["shadow_version"] = logged.shadow_version
         record["shadow_quality"] = None if shadow is None else round(float(shadow[i]), 6)
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _utc(at: float) -> str:
