@@ -46,11 +46,11 @@ _CONTAINERS = frozenset((dict, list))
 
 def loads_plain(data: bytes) -> Any:
     """orjson's parse of `data` when the json module would return the same, else NOT_PLAIN."""
+    if _DIGIT_RUN in data.translate(_DIGITS_AS_ZERO):  # a copy, gone before parsing starts
+        return NOT_PLAIN
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return NOT_PLAIN
-    if _DIGIT_RUN in data.translate(_DIGITS_AS_ZERO):
         return NOT_PLAIN
     brackets = data.count(b"{") + data.count(b"[")
     if _keys_within_depth(payload, brackets) != data.count(b":"):
