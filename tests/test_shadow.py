@@ -219,6 +219,25 @@ def test_closing_scores_what_is_queued_and_refuses_later_rows(loaded_model, mode
     assert sample(registry, "wine_quality_shadow_predictions_total") == 3
 
 
+def test_an_idle_shadow_thread_ends_and_the_next_request_starts_another(
+    loaded_model, model_dir, monkeypatch
+):
+    monkeypatch.setattr(shadow_module, "IDLE_SECONDS", 0.1)
+    app = app_with(loaded_model, shadow_model_dir=model_dir)
+    with app.app_context():
+        current = state()
+    client = app.test_client()
+    assert client.post("/v1/predict", json=WINE).status_code == 200
+    assert current.shadow.wait_until_scored()
+    first = current.shadow._thread
+    first.join(5)
+    assert not first.is_alive() and current.shadow._thread is None
+    assert client.post("/v1/predict", json=WINE).status_code == 200
+    assert current.shadow.wait_until_scored()
+    registry = current.metrics.registry
+    assert sample(registry, "wine_quality_shadow_predictions_total") == 2
+
+
 def test_a_shadow_that_fails_to_load_changes_nothing_but_says_so(
     loaded_model, small_model_dir, tmp_path
 ):
