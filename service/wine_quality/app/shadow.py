@@ -83,7 +83,7 @@ class ShadowMetrics:
             failures=Counter(
                 "wine_quality_shadow_failures_total",
                 "Shadow failures: a worker that could not load it, a request it could not "
-                "score, or one not scored because MAX_QUEUED_ROWS rows were waiting.",
+                f"score, or one left unscored because {MAX_QUEUED_ROWS:,} rows were waiting.",
                 ["stage"],
                 registry=registry,
             ),

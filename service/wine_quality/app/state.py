@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,7 +16,7 @@ from wine_quality.app.hooks import request_id
 from wine_quality.app.metrics import ServiceMetrics
 from wine_quality.app.prediction_log import LoggedRows, PredictionLog
 from wine_quality.app.settings import Settings
-from wine_quality.app.shadow import Shadow
+from wine_quality.app.shadow import OnScored, Shadow
 from wine_quality.core.artifact import LoadedModel
 from wine_quality.core.explain import Explanation
 from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES, grades
@@ -180,9 +179,7 @@ class ServiceState:
         elif log is not None:
             log(None)
 
-    def _log_writer(
-        self, rows: np.ndarray, prediction: Prediction, api: str
-    ) -> Callable[[np.ndarray | None], None] | None:
+    def _log_writer(self, rows: np.ndarray, prediction: Prediction, api: str) -> OnScored | None:
         """Writes this request's log lines given the shadow's qualities (None: no shadow, or
         it failed); None without a prediction log."""
         if self.prediction_log is None:
