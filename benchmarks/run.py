@@ -51,6 +51,9 @@ import report
 import scenarios
 from scenarios import Bodies, Scenario
 from servers import (
+    FLOOR_WORKERS,
+    OWN_FLOOR,
+    STOCK_FLOORS,
     Server,
     floor_server,
     has_onnx,
@@ -451,7 +454,7 @@ def build_servers(
         service_server("promoted", models["promoted"], serving, args.work_dir, shadow_dir=shadow)
     )
     servers += [seed_server(model, path, args.work_dir) for model, path in models.items()]
-    servers.append(floor_server(args.work_dir))
+    servers += [floor_server(args.work_dir, name) for name in FLOOR_WORKERS]
     if peer_dir is not None:
         sample = bodies.rows[:5].tolist()
         servers += [
@@ -562,16 +565,20 @@ def measure(
 
 
 def print_floor_ratio(runs: dict[tuple[str, str], list[dict]], serving: str) -> None:
-    """The service's single-row throughput as a share of the bare stack's, this round."""
+    """The service's single-row throughput as a share of the bare stack's, this round: under
+    gunicorn's own workers (the faster) and under the service's worker."""
     ours = runs.get((f"service-promoted-{serving}", "single"))
-    floor = runs.get(("floor", "single"))
-    if ours and floor:
-        a, b = ours[-1]["requests_per_second"], floor[-1]["requests_per_second"]
-        print(
-            f"  single-row vs the bare stack: {a:.0f} / {b:.0f} req/s = {a / b:.2f}",
-            file=sys.stderr,
-            flush=True,
-        )
+    stock = [runs[(name, "single")][-1] for name in STOCK_FLOORS if (name, "single") in runs]
+    own = runs.get((OWN_FLOOR, "single"))
+    if not ours or not stock:
+        return
+    a = ours[-1]["requests_per_second"]
+    b = max(run["requests_per_second"] for run in stock)
+    line = f"  single-row vs the bare stack: {a:.0f} / {b:.0f} req/s = {a / b:.2f}"
+    if own:
+        c = own[-1]["requests_per_second"]
+        line += f"; under the service's worker: {a:.0f} / {c:.0f} req/s = {a / c:.2f}"
+    print(line, file=sys.stderr, flush=True)
 
 
 def print_memory(results: list[dict]) -> None:
@@ -663,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["serving_runtime"] = serving_runtime(models["promoted"])
     results["goals"] = report.compute_goals(measurements, inproc_rounds, results["serving_runtime"])
+    results["references"] = report.compute_references(measurements, results["serving_runtime"])
     results["ratios"] = report.ratios(measurements)
     results["notes"] = report.notes(results)
     results["duration_seconds"] = round(time.monotonic() - started, 1)
@@ -684,6 +692,9 @@ def write_results(args: argparse.Namespace, results: dict[str, Any]) -> None:
             f"{verdict:12} {g['goal']}: {value} (needs {g['comparison']} "
             f"{g['threshold']:g}); {g['detail']}"
         )
+    for r in results["references"]:
+        if r["value"] is not None:
+            print(f"{'REFERENCE':12} {r['name']}: {r['value']:.3f}; {r['detail']}")
     if args.update_docs:
         rel = os.path.relpath(args.output / "latest.json", REPO)
         for name in report.update_docs(results, rel):

@@ -217,17 +217,30 @@ def _floor_ready(server: Server) -> bool:
     return _all_workers_said(server, "Booting worker")
 
 
-def floor_server(work: Path) -> Server:
+# The bare stack, Flask's constant answer (floor_app.py) with the service's worker count and
+# threads, under gunicorn's own workers and, for reference, under the service's worker class.
+STOCK_FLOORS = ("floor-sync", "floor-gthread")
+OWN_FLOOR = "floor-service-worker"
+FLOOR_WORKERS = {
+    "floor-sync": "sync",
+    "floor-gthread": "gthread",
+    OWN_FLOOR: gunicorn_worker_class("gthread"),
+}
+
+
+def floor_server(work: Path, name: str) -> Server:
     """Flask returning a constant JSON (floor_app.py) under gunicorn with the service's worker
-    count, worker class (the service's own thread worker, as `wine-quality serve` runs it) and
-    threads (their defaults in wine_quality.app.settings)."""
+    count and threads (their defaults in wine_quality.app.settings) and the worker class that
+    FLOOR_WORKERS names for `name`."""
     port = free_port()
+    env = dict(os.environ)
+    env.update(GUNICORN_READ_TIMEOUT=raw("GUNICORN_READ_TIMEOUT"))  # the service's worker reads it
     command = [
         str(VENV_BIN / "gunicorn"),
         "--workers",
         str(WORKERS),
         "--worker-class",
-        gunicorn_worker_class(raw("GUNICORN_WORKER_CLASS")),
+        FLOOR_WORKERS[name],
         "--threads",
         raw("GUNICORN_THREADS"),
         "--bind",
@@ -238,15 +251,15 @@ def floor_server(work: Path) -> Server:
         "floor_app:app",
     ]
     return Server(
-        "floor",
+        name,
         "floor",
         "none",
         "constant answer",
         command,
-        dict(os.environ),
+        env,
         port,
         _floor_ready,
-        work / "logs" / "floor.log",
+        work / "logs" / f"{name}.log",
     )
 
 

@@ -75,7 +75,9 @@ def test_benchmark_runs_and_writes_results(
     measured = {(m["server"], m["scenario"]): m for m in results["measurements"]}
     expected = {("service-promoted-onnx", s) for s in SCENARIOS} | {
         ("seed-promoted", "single"),
-        ("floor", "single"),
+        ("floor-sync", "single"),
+        ("floor-gthread", "single"),
+        ("floor-service-worker", "single"),
         ("service-promoted-onnx+shadow", "single"),
     }
     assert set(measured) == expected
@@ -97,10 +99,13 @@ def test_benchmark_runs_and_writes_results(
         for r in results["memory"]
     )
     assert any(r.get("vs_seed") for r in results["ratios"])
+    (reference,) = results["references"]  # vs the constant answer under the service's worker
+    assert reference["value"] > 0
 
     table = (output / "latest.md").read_text()
     assert "| way of serving | LinearRegression |" in table
     assert_goal_rows_match_their_measurements(table, results["goals"])
+    assert f"For reference, {reference['name']}: {reference['value']:.2f}" in table
 
 
 def expected_verdict(goal: dict) -> str:

@@ -1,0 +1,161 @@
+"""Kept-alive connections against the real gunicorn server, over raw sockets: every kind of answer
+(with and without a body, errors, a body the app leaves unread) arrives whole and in order on one
+connection, whether the next request follows at once, after the worker's wait, or pipelined in
+the same packet; with more connections than threads every connection is served."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gunicorn_server import GunicornServer
+from wine_quality.app.worker import KEEPALIVE_WAIT_SECONDS
+from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES
+
+pytestmark = pytest.mark.slow
+
+WINE = dict(
+    zip(FEATURE_KEYS, [7.4, 0.7, 0.0, 1.9, 0.076, 11.0, 34.0, 0.9978, 3.51, 0.56, 9.4], strict=True)
+)
+CSV = (
+    ",".join(FEATURE_NAMES) + "\n" + "\n".join(",".join(map(str, WINE.values())) for _ in range(3))
+).encode()
+
+
+def request(method: str, path: str, body: bytes = b"", content_type: str = "") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n"
+    if body or method == "POST":
+        head += f"Content-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+# (request, expected status, what the body must show)
+EXCHANGES = [
+    (request("POST", "/v1/predict", json.dumps(WINE).encode(), "application/json"), 200, "grade"),
+    (request("GET", "/healthz"), 200, "ok"),
+    (request("HEAD", "/healthz"), 200, ""),
+    (request("POST", "/predict", CSV, "text/csv"), 200, '"count":3'),
+    (request("GET", "/no-such-page"), 404, "not_found"),
+    (request("POST", "/healthz", b"x" * 5000, "text/plain"), 405, "method_not_allowed"),
+    (request("POST", "/v1/predict", b"{}", "application/json"), 422, "fixed acidity"),
+    (request("GET", "/v2/models/wine-quality/ready"), 200, ""),
+]
+
+
+@pytest.fixture(scope="module")
+def server(
+    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    running = GunicornServer.start(
+        small_model_dir,
+        tmp_path_factory.mktemp("keepalive"),
+        GUNICORN_SHUTDOWN_DELAY="0",
+        GUNICORN_WORKERS="1",
+        GUNICORN_THREADS="2",
+    )
+    yield running
+    running.stop()
+
+
+class Connection:
+    def __init__(self, server: GunicornServer) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+        self.pending = b""
+
+    def answer(self, head_only: bool = False) -> tuple[int, dict, bytes]:
+        """The next whole response: its head, then as many body bytes as Content-Length says."""
+        while b"\r\n\r\n" not in self.pending:
+            self._read()
+        head, _, self.pending = self.pending.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines[1:])
+        }
+        length = 0 if head_only else int(headers["content-length"])
+        while len(self.pending) < length:
+            self._read()
+        body, self.pending = self.pending[:length], self.pending[length:]
+        return int(lines[0].split()[1]), headers, body
+
+    def _read(self) -> None:
+        piece = self.sock.recv(65536)
+        assert piece, f"the server closed the connection; unread: {self.pending[:200]!r}"
+        self.pending += piece
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def check(answer: tuple[int, dict, bytes], status: int, shows: str) -> None:
+    got, headers, body = answer
+    assert got == status, body[:300]
+    assert headers.get("connection", "keep-alive") == "keep-alive"
+    assert headers.get("x-content-type-options") == "nosniff"
+    assert shows in body.decode(), body[:300]
+
+
+def exchange(conn: Connection, index: int) -> None:
+    raw, status, shows = EXCHANGES[index % len(EXCHANGES)]
+    conn.sock.sendall(raw)
+    check(conn.answer(head_only=raw.startswith(b"HEAD")), status, shows)
+
+
+def test_every_kind_of_answer_arrives_whole_on_one_connection(server: GunicornServer) -> None:
+    conn = Connection(server)
+    try:
+        for index in range(3 * len(EXCHANGES)):
+            exchange(conn, index)
+        assert conn.pending == b""  # nothing beyond the announced lengths
+    finally:
+        conn.close()
+
+
+def test_a_request_after_the_workers_wait_is_served_from_the_poller(
+    server: GunicornServer,
+) -> None:
+    conn = Connection(server)
+    try:
+        for index in range(len(EXCHANGES)):
+            exchange(conn, index)
+            time.sleep(KEEPALIVE_WAIT_SECONDS * 3)
+    finally:
+        conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(server: GunicornServer) -> None:
+    conn = Connection(server)
+    try:
+        conn.sock.sendall(b"".join(raw for raw, _, _ in EXCHANGES if not raw.startswith(b"HEAD")))
+        for raw, status, shows in EXCHANGES:
+            if not raw.startswith(b"HEAD"):
+                check(conn.answer(), status, shows)
+    finally:
+        conn.close()
+
+
+def test_more_kept_alive_connections_than_threads_are_all_served(
+    server: GunicornServer,
+) -> None:
+    connections = [Connection(server) for _ in range(6)]  # the worker has 2 threads
+    try:
+        for round_ in range(10):
+            for number, conn in enumerate(connections):
+                exchange(conn, round_ + number)
+    finally:
+        for conn in connections:
+            conn.close()
+    access_lines = [
+        json.loads(line)
+        for line in server.stdout.read_text().splitlines()
+        if re.match(r"^\{.*\"type\":\"access\"", line)
+    ]
+    assert sum(1 for line in access_lines if line["status"] >= 500) == 0

@@ -1,0 +1,218 @@
+"""The service's gunicorn worker on one connection, over real socket pairs:
+
+- a response's head waits for the body's first write and goes out with it, a large body in its
+  own write; a held head is sent before the socket is read or used otherwise, and at the end of
+  the request whatever it had;
+- reads stop at the request's deadline, and bytes already there are read without waiting;
+- after a kept-alive answer the thread waits for the connection's next request only while the
+  worker runs and another thread is free, and only KEEPALIVE_WAIT_SECONDS.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from wine_quality.app import worker
+from wine_quality.app.errors import RequestReadTimeout
+from wine_quality.app.worker import DeadlineSocket, ServiceWorker
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+
+
+class CountingSocket(socket.socket):
+    """A real socket that also records each sendall call."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.writes: list[bytes] = []
+
+    def sendall(self, data, flags: int = 0) -> None:
+        self.writes.append(bytes(data))
+        super().sendall(data, flags)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[CountingSocket, socket.socket]]:
+    ours, peer = socket.socketpair()
+    counting = CountingSocket(ours.family, ours.type, ours.proto, ours.detach())
+    yield counting, peer
+    counting.close()
+    peer.close()
+
+
+def received(peer: socket.socket, size: int) -> bytes:
+    peer.settimeout(5)
+    data = b""
+    while len(data) < size:
+        data += peer.recv(size - len(data))
+    return data
+
+
+def test_the_head_goes_out_with_the_first_body_write(pair) -> None:
+    raw, peer = pair
+    sock = DeadlineSocket(raw)
+    sock.hold_next_write()
+    sock.sendall(HEAD)
+    assert raw.writes == []
+    sock.sendall(b"hello")
+    assert raw.writes == [HEAD + b"hello"]
+    assert received(peer, len(HEAD) + 5) == HEAD + b"hello"
+
+
+def test_a_large_body_is_not_copied_behind_the_head(pair) -> None:
+    raw, peer = pair
+    sock = DeadlineSocket(raw)
+    body = b"x" * (worker.COMBINED_WRITE_BYTES + 1)
+    sock.hold_next_write()
+    sock.sendall(HEAD)
+    reader = threading.Thread(target=lambda: received(peer, len(HEAD) + len(body)))
+    reader.start()
+    sock.sendall(body)
+    reader.join(10)
+    assert [len(w) for w in raw.writes] == [len(HEAD), len(body)]
+
+
+def test_only_the_write_after_hold_next_write_is_held(pair) -> None:
+    raw, _ = pair
+    sock = DeadlineSocket(raw)
+    sock.sendall(b"a")
+    sock.sendall(b"b")
+    assert raw.writes == [b"a", b"b"]
+    sock.hold_next_write()
+    sock.sendall(HEAD)
+    sock.sendall(b"hello")
+    sock.sendall(b"more")
+    assert raw.writes[2:] == [HEAD + b"hello", b"more"]
+
+
+def test_a_head_without_a_body_is_sent_by_flush(pair) -> None:
+    raw, peer = pair
+    sock = DeadlineSocket(raw)
+    sock.hold_next_write()
+    sock.sendall(HEAD)
+    sock.flush()
+    assert received(peer, len(HEAD)) == HEAD
+    sock.sendall(b"next")  # no longer held
+    assert raw.writes == [HEAD, b"next"]
+
+
+def test_a_held_write_is_sent_before_the_socket_is_read(pair) -> None:
+    """gunicorn's "100 Continue" is written, then the body is read: the client must see it."""
+    raw, peer = pair
+    sock = DeadlineSocket(raw)
+    sock.hold_next_write()
+    sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    peer.sendall(b"body")
+    assert sock.recv(10) == b"body"
+    assert received(peer, 25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_a_held_write_is_sent_before_any_other_use_of_the_socket(pair) -> None:
+    raw, _ = pair
+    sock = DeadlineSocket(raw)
+    sock.hold_next_write()
+    sock.sendall(HEAD)
+    sock.setblocking(True)
+    assert raw.writes == [HEAD]
+
+
+def test_bytes_already_there_are_read_without_a_timeout() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = DeadlineSocket(ours)
+        sock.deadline = time.monotonic() + 5
+        peer.sendall(b"GET / HTTP/1.1\r\n")
+        assert sock.recv(100) == b"GET / HTTP/1.1\r\n"
+        assert ours.gettimeout() is None
+
+
+def test_a_read_waits_for_bytes_until_the_deadline() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = DeadlineSocket(ours)
+        sock.deadline = time.monotonic() + 5
+        threading.Timer(0.05, peer.sendall, (b"late",)).start()
+        assert sock.recv(100) == b"late"
+        sock.deadline = time.monotonic() + 0.05
+        with pytest.raises(RequestReadTimeout):
+            sock.recv(100)
+        assert ours.gettimeout() is None
+
+
+def test_a_read_after_the_deadline_fails_even_with_bytes_there() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = DeadlineSocket(ours)
+        sock.deadline = time.monotonic() - 0.001
+        peer.sendall(b"x")
+        with pytest.raises(RequestReadTimeout):
+            sock.recv(100)
+
+
+class Waiting(ServiceWorker):
+    """A ServiceWorker without gunicorn's arbiter: just what _next_request_arrives uses."""
+
+    def __init__(self, threads: int, busy: int, alive: bool = True) -> None:
+        self._threads = threads
+        self._busy_threads = busy
+        self.alive = alive
+
+
+@pytest.fixture
+def connection() -> Iterator[tuple[SimpleNamespace, socket.socket]]:
+    ours, peer = socket.socketpair()
+    conn = SimpleNamespace(
+        sock=DeadlineSocket(ours),
+        parser=SimpleNamespace(unreader=SimpleNamespace(buf=io.BytesIO())),
+    )
+    yield conn, peer
+    ours.close()
+    peer.close()
+
+
+def timed(worker_: Waiting, conn: SimpleNamespace) -> tuple[bool, float]:
+    started = time.monotonic()
+    answer = worker_._next_request_arrives(conn)
+    return answer, time.monotonic() - started
+
+
+def test_the_thread_serves_a_next_request_that_comes_within_the_wait(connection) -> None:
+    conn, peer = connection
+    threading.Timer(worker.KEEPALIVE_WAIT_SECONDS / 5, peer.sendall, (b"G",)).start()
+    assert timed(Waiting(threads=4, busy=1), conn)[0] is True
+
+
+def test_an_idle_connection_goes_back_to_the_poller_after_the_wait(connection) -> None:
+    conn, _ = connection
+    answer, waited = timed(Waiting(threads=4, busy=1), conn)
+    assert answer is False
+    assert worker.KEEPALIVE_WAIT_SECONDS * 0.9 <= waited < 1.0
+
+
+def test_bytes_read_ahead_with_the_last_body_are_a_next_request(connection) -> None:
+    conn, _ = connection
+    conn.parser.unreader.buf.write(b"GET /healthz HTTP/1.1\r\n")
+    assert timed(Waiting(threads=4, busy=1), conn)[0] is True
+
+
+@pytest.mark.parametrize(
+    "waiting",
+    [
+        Waiting(threads=4, busy=4),
+        Waiting(threads=1, busy=1),
+        Waiting(threads=4, busy=1, alive=False),
+    ],
+    ids=["no other thread free", "one thread", "worker stopping"],
+)
+def test_no_wait_without_a_free_thread_or_when_stopping(connection, waiting: Waiting) -> None:
+    conn, peer = connection
+    peer.sendall(b"GET / HTTP/1.1\r\n")  # even a request already there goes through the poller
+    answer, waited = timed(waiting, conn)
+    assert answer is False and waited < worker.KEEPALIVE_WAIT_SECONDS
