@@ -73,12 +73,15 @@ COPY --from=build /model /app/model
 WORKDIR /app
 # /tmp is the only writable path (a tmpfs or emptyDir when the root file system is read-only):
 # gunicorn's worker heartbeat files and the Prometheus multiprocess files live there.
+# GLIBC_TUNABLES: malloc maps every block of 128 KiB or more on its own, which keeps a worker's
+# memory near the body it reads (wine_quality.app.settings.MALLOC_TUNABLE explains why).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     WINE_QUALITY_MODEL_DIR=/app/model \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/wine-quality-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/wine-quality-metrics \
+    GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072
 
 USER 10001:10001
 EXPOSE 8080

@@ -19,7 +19,7 @@ from pathlib import Path
 import peer_mlflow
 from scenarios import Scenario
 
-from wine_quality.app.settings import gunicorn_worker_class, raw
+from wine_quality.app.settings import gunicorn_worker_class, raw, with_malloc_tunable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -162,6 +162,7 @@ def service_server(
     }
     if shadow_dir is not None:
         env["WINE_QUALITY_SHADOW_MODEL_DIR"] = str(shadow_dir)
+    env = with_malloc_tunable(env)  # the image's ENV
     command = [
         str(VENV_BIN / "gunicorn"),
         "-c",

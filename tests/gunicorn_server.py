@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from wine_quality.app.settings import with_malloc_tunable
+
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 # The master loads and verifies the model before it forks the workers: up to ~25 s on a busy
 # 2-core machine.
@@ -94,6 +96,7 @@ class GunicornServer:
             **env,
         }
         environment = {key: value for key, value in environment.items() if value is not None}
+        environment = with_malloc_tunable(environment)  # as `wine-quality serve` and the image
         stdout, stderr = folder / "stdout.log", folder / "stderr.log"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             # The service's own command; --bind keeps it on 127.0.0.1 (the config binds 0.0.0.0).

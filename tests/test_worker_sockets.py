@@ -21,7 +21,7 @@ import pytest
 
 from wine_quality.app import worker
 from wine_quality.app.errors import RequestReadTimeout
-from wine_quality.app.worker import DeadlineSocket, ServiceWorker
+from wine_quality.app.worker import ClientSocket, ServiceWorker
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
 
@@ -57,7 +57,7 @@ def received(peer: socket.socket, size: int) -> bytes:
 
 def test_the_head_goes_out_with_the_first_body_write(pair) -> None:
     raw, peer = pair
-    sock = DeadlineSocket(raw)
+    sock = ClientSocket(raw)
     sock.hold_next_write()
     sock.sendall(HEAD)
     assert raw.writes == []
@@ -68,7 +68,7 @@ def test_the_head_goes_out_with_the_first_body_write(pair) -> None:
 
 def test_a_large_body_is_not_copied_behind_the_head(pair) -> None:
     raw, peer = pair
-    sock = DeadlineSocket(raw)
+    sock = ClientSocket(raw)
     body = b"x" * (worker.COMBINED_WRITE_BYTES + 1)
     sock.hold_next_write()
     sock.sendall(HEAD)
@@ -81,7 +81,7 @@ def test_a_large_body_is_not_copied_behind_the_head(pair) -> None:
 
 def test_only_the_write_after_hold_next_write_is_held(pair) -> None:
     raw, _ = pair
-    sock = DeadlineSocket(raw)
+    sock = ClientSocket(raw)
     sock.sendall(b"a")
     sock.sendall(b"b")
     assert raw.writes == [b"a", b"b"]
@@ -94,7 +94,7 @@ def test_only_the_write_after_hold_next_write_is_held(pair) -> None:
 
 def test_a_head_without_a_body_is_sent_by_flush(pair) -> None:
     raw, peer = pair
-    sock = DeadlineSocket(raw)
+    sock = ClientSocket(raw)
     sock.hold_next_write()
     sock.sendall(HEAD)
     sock.flush()
@@ -106,7 +106,7 @@ def test_a_head_without_a_body_is_sent_by_flush(pair) -> None:
 def test_a_held_write_is_sent_before_the_socket_is_read(pair) -> None:
     """gunicorn's "100 Continue" is written, then the body is read: the client must see it."""
     raw, peer = pair
-    sock = DeadlineSocket(raw)
+    sock = ClientSocket(raw)
     sock.hold_next_write()
     sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
     peer.sendall(b"body")
@@ -116,7 +116,7 @@ def test_a_held_write_is_sent_before_the_socket_is_read(pair) -> None:
 
 def test_a_held_write_is_sent_before_any_other_use_of_the_socket(pair) -> None:
     raw, _ = pair
-    sock = DeadlineSocket(raw)
+    sock = ClientSocket(raw)
     sock.hold_next_write()
     sock.sendall(HEAD)
     sock.setblocking(True)
@@ -126,7 +126,7 @@ def test_a_held_write_is_sent_before_any_other_use_of_the_socket(pair) -> None:
 def test_bytes_already_there_are_read_without_a_timeout() -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
-        sock = DeadlineSocket(ours)
+        sock = ClientSocket(ours)
         sock.deadline = time.monotonic() + 5
         peer.sendall(b"GET / HTTP/1.1\r\n")
         assert sock.recv(100) == b"GET / HTTP/1.1\r\n"
@@ -136,7 +136,7 @@ def test_bytes_already_there_are_read_without_a_timeout() -> None:
 def test_a_read_waits_for_bytes_until_the_deadline() -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
-        sock = DeadlineSocket(ours)
+        sock = ClientSocket(ours)
         sock.deadline = time.monotonic() + 5
         threading.Timer(0.05, peer.sendall, (b"late",)).start()
         assert sock.recv(100) == b"late"
@@ -149,7 +149,7 @@ def test_a_read_waits_for_bytes_until_the_deadline() -> None:
 def test_a_read_after_the_deadline_fails_even_with_bytes_there() -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
-        sock = DeadlineSocket(ours)
+        sock = ClientSocket(ours)
         sock.deadline = time.monotonic() - 0.001
         peer.sendall(b"x")
         with pytest.raises(RequestReadTimeout):
@@ -169,7 +169,7 @@ class Waiting(ServiceWorker):
 def connection() -> Iterator[tuple[SimpleNamespace, socket.socket]]:
     ours, peer = socket.socketpair()
     conn = SimpleNamespace(
-        sock=DeadlineSocket(ours),
+        sock=ClientSocket(ours),
         parser=SimpleNamespace(unreader=SimpleNamespace(buf=io.BytesIO())),
     )
     yield conn, peer

@@ -383,7 +383,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     # Replace this process, so gunicorn is PID 1 in a container and receives the signals itself.
-    os.execv(command[0], command)  # noqa: S606 (a fixed argument list, no shell involved)
+    os.execve(command[0], command, settings.with_malloc_tunable(dict(os.environ)))  # noqa: S606
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from gunicorn.glogging import Logger
 
 from wine_quality.app.hooks import REQUEST_ID_KEY
 from wine_quality.app.settings import (
+    MALLOC_TUNABLE,
     WORKER_CLASSES,
     Settings,
     choice,
@@ -83,7 +84,15 @@ def on_starting(server: Any) -> None:
     """Start without metric files of a previous run, which would be summed in. Only
     prometheus_client's own `*.db` files go: the directory is a setting and may hold others.
     Without WINE_QUALITY_SECRET_KEY, make a random one here: the workers fork later and inherit
-    it, so a form served by one worker validates in every other."""
+    it, so a form served by one worker validates in every other. Warn when malloc's mmap
+    threshold is not fixed in the environment (settings.MALLOC_TUNABLE): the workers' memory
+    bound does not hold without it."""
+    if f"{MALLOC_TUNABLE}=" not in os.environ.get("GLIBC_TUNABLES", ""):
+        server.log.warning(
+            "GLIBC_TUNABLES lacks %s: large request buffers may stay resident in the workers "
+            "(wine-quality serve and the image set it)",
+            MALLOC_TUNABLE,
+        )
     if not os.environ.get("WINE_QUALITY_SECRET_KEY"):
         from wine_quality.app.web.csrf import EPHEMERAL_KEY_WARNING, new_signing_key
 

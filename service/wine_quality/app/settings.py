@@ -161,6 +161,25 @@ def integer(env: str, environ: dict[str, str] | None = None, minimum: int = 1) -
 WORKER_CLASSES = ("gthread", "sync")
 
 
+# glibc's malloc: every block of 128 KiB or more mapped on its own and unmapped when freed. By
+# default glibc raises that threshold to the size of each large block freed (up to 32 MiB), after
+# which large request buffers come from the heap, where growing one copies it and freed space
+# stays resident: a refused 8 MiB body then peaked at up to 4 times its size in a worker instead
+# of 1.3. A tunable is read when a process starts, so it is set in the environment of gunicorn's
+# master (`wine-quality serve`, the image's ENV, the tests' server) and holds in every worker.
+MALLOC_TUNABLE = "glibc.malloc.mmap_threshold"
+MALLOC_MMAP_THRESHOLD = 128 * 1024
+
+
+def with_malloc_tunable(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` with MALLOC_TUNABLE in GLIBC_TUNABLES, unless the operator set it already."""
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    if f"{MALLOC_TUNABLE}=" in tunables:
+        return environ
+    ours = f"{MALLOC_TUNABLE}={MALLOC_MMAP_THRESHOLD}"
+    return {**environ, "GLIBC_TUNABLES": f"{tunables}:{ours}" if tunables else ours}
+
+
 def gunicorn_worker_class(name: str) -> str:
     """gunicorn's worker class for a GUNICORN_WORKER_CLASS value: `gthread` is the service's
     thread worker (app/worker.py: gthread with a read timeout per request), `sync` gunicorn's."""

@@ -62,7 +62,7 @@ KEEPALIVE_WAIT_SECONDS = 0.01
 COMBINED_WRITE_BYTES = 64 * 1024  # a larger body goes in its own write, not copied behind the head
 
 
-class DeadlineSocket:
+class ClientSocket:
     """A client socket whose reads fail with RequestReadTimeout once `deadline` has passed
     (time.monotonic()); None means no deadline. After `hold_next_write()` its next write (the
     response head) waits for the one after it, or for any other use of the socket.
@@ -160,8 +160,8 @@ class ServiceWorker(ThreadWorker):
         super().accept(listener)
 
     def enqueue_req(self, conn: Any) -> None:
-        if not isinstance(conn.sock, DeadlineSocket):
-            conn.sock = DeadlineSocket(conn.sock)
+        if not isinstance(conn.sock, ClientSocket):
+            conn.sock = ClientSocket(conn.sock)
         super().enqueue_req(conn)
 
     def handle(self, conn: Any) -> Any:
