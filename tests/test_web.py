@@ -25,7 +25,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from wine_quality.app import create_app
-from wine_quality.app.settings import Settings
+from wine_quality.app.settings import MALLOC_TUNABLE, Settings, with_malloc_tunable
 from wine_quality.app.web.csrf import COOKIE_NAME, CSRFError, CsrfTokens
 from wine_quality.core.artifact import LoadedModel
 from wine_quality.core.features import FEATURES
@@ -311,6 +311,7 @@ def gunicorn_master(tmp_path: Path, **env: str) -> dict:
         for k, v in os.environ.items()
         if k not in ("WINE_QUALITY_SECRET_KEY", "FORWARDED_ALLOW_IPS")
     }
+    environ = with_malloc_tunable(environ)  # as wine-quality serve and the image start it
     environ.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), **env)
     result = subprocess.run(
         [sys.executable, "-c", GUNICORN_MASTER],
@@ -332,6 +333,12 @@ def test_the_master_makes_one_random_key_for_its_workers(tmp_path) -> None:
         assert "only validate within this server" in master["warnings"][0]
     configured = gunicorn_master(tmp_path, WINE_QUALITY_SECRET_KEY="configured")
     assert configured["key"] == "configured" and configured["warnings"] == []
+
+
+def test_the_master_warns_without_the_malloc_tunable(tmp_path) -> None:
+    master = gunicorn_master(tmp_path, WINE_QUALITY_SECRET_KEY="configured", GLIBC_TUNABLES="")
+    assert len(master["warnings"]) == 1
+    assert f"GLIBC_TUNABLES lacks {MALLOC_TUNABLE}" in master["warnings"][0]
 
 
 def test_expired_tokens_and_keys() -> None:
