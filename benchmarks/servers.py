@@ -234,8 +234,6 @@ def floor_server(work: Path, name: str) -> Server:
     count and threads (their defaults in wine_quality.app.settings) and the worker class that
     FLOOR_WORKERS names for `name`."""
     port = free_port()
-    env = dict(os.environ)
-    env.update(GUNICORN_READ_TIMEOUT=raw("GUNICORN_READ_TIMEOUT"))  # the service's worker reads it
     command = [
         str(VENV_BIN / "gunicorn"),
         "--workers",
@@ -257,7 +255,7 @@ def floor_server(work: Path, name: str) -> Server:
         "none",
         "constant answer",
         command,
-        env,
+        dict(os.environ),
         port,
         _floor_ready,
         work / "logs" / f"{name}.log",
