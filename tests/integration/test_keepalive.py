@@ -1,13 +1,15 @@
 """Kept-alive connections against the real gunicorn server, over raw sockets: every kind of answer
 (with and without a body, errors, a body the app leaves unread) arrives whole and in order on one
 connection, whether the next request follows at once, after the worker's wait, or pipelined in
-the same packet; with more connections than threads every connection is served."""
+the same packet; with more connections than threads every connection is served; clients that
+leave during the wait or halfway through a request leave every thread free."""
 
 from __future__ import annotations
 
 import json
 import re
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +161,30 @@ def test_more_kept_alive_connections_than_threads_are_all_served(
         if re.match(r"^\{.*\"type\":\"access\"", line)
     ]
     assert sum(1 for line in access_lines if line["status"] >= 500) == 0
+
+
+def test_clients_that_leave_during_the_wait_or_mid_request_cost_nothing(
+    server: GunicornServer,
+) -> None:
+    """Gone right after an answer (while the thread waits), gone halfway through the next request's
+    headers or body, or reset: each thread is free again and nothing is logged as an error."""
+    raw, status, shows = EXCHANGES[0]
+    half_head, half_body = raw[:20], raw[: len(raw) - 30]
+    for leave_with in (b"", half_head, half_body, b"reset"):
+        for _ in range(4):  # twice the worker's threads
+            conn = Connection(server)
+            conn.sock.sendall(raw)
+            check(conn.answer(), status, shows)
+            if leave_with == b"reset":  # RST instead of FIN
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif leave_with:
+                conn.sock.sendall(leave_with)
+            conn.close()
+    conn = Connection(server)
+    try:
+        for index in range(len(EXCHANGES)):
+            exchange(conn, index)
+    finally:
+        conn.close()
+    assert "Traceback" not in server.stderr.read_text()
+    assert "Error handling request" not in server.stderr.read_text()
