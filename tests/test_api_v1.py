@@ -269,8 +269,9 @@ def test_observe_many_matches_observing_one_by_one():
 def test_request_id_is_echoed_or_generated(api_client):
     given = api_client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert given.headers["X-Request-ID"] == "abc-123"
-    generated = api_client.get("/healthz")
-    assert len(generated.headers["X-Request-ID"]) == 32
+    generated = {api_client.get("/healthz").headers["X-Request-ID"] for _ in range(50)}
+    assert len(generated) == 50  # a new id for every request
+    assert all(re.fullmatch("[0-9a-f]{32}", request_id) for request_id in generated)
     unsafe = api_client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
     assert unsafe.headers["X-Request-ID"] != "bad id\twith spaces"
 

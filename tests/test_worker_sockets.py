@@ -4,6 +4,9 @@
   own write; a held head is sent before the socket is read or used otherwise, and at the end of
   the request whatever it had;
 - reads stop at the request's deadline, and bytes already there are read without waiting;
+- blocking mode and timeouts behave as the socket's own, without a system call for a mode the
+  socket already has;
+- the Date header is gunicorn's, formatted once per second;
 - after a kept-alive answer the thread waits for the connection's next request only while the
   worker runs and another thread is free, and only KEEPALIVE_WAIT_SECONDS.
 """
@@ -18,24 +21,30 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+from gunicorn import util
 
 from wine_quality.app import worker
 from wine_quality.app.errors import RequestReadTimeout
-from wine_quality.app.worker import ClientSocket, ServiceWorker
+from wine_quality.app.worker import ClientSocket, DateHeader, ServiceWorker
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
 
 
 class CountingSocket(socket.socket):
-    """A real socket that also records each sendall call."""
+    """A real socket that also records each sendall and settimeout call."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.writes: list[bytes] = []
+        self.timeouts: list[float | None] = []
 
     def sendall(self, data, flags: int = 0) -> None:
         self.writes.append(bytes(data))
         super().sendall(data, flags)
+
+    def settimeout(self, value) -> None:
+        self.timeouts.append(value)
+        super().settimeout(value)
 
 
 @pytest.fixture
@@ -121,6 +130,38 @@ def test_a_held_write_is_sent_before_any_other_use_of_the_socket(pair) -> None:
     sock.sendall(HEAD)
     sock.setblocking(True)
     assert raw.writes == [HEAD]
+
+
+def test_blocking_mode_and_timeouts_behave_as_the_sockets_own(pair) -> None:
+    raw, peer = pair
+    sock = ClientSocket(raw)
+    sock.setblocking(False)
+    assert sock.gettimeout() == 0.0
+    with pytest.raises(BlockingIOError):
+        sock.recv(10)
+    sock.settimeout(0.05)
+    assert sock.gettimeout() == 0.05
+    with pytest.raises(TimeoutError):
+        sock.recv(10)
+    sock.setblocking(True)
+    assert sock.gettimeout() is None
+    peer.sendall(b"x")
+    assert sock.recv(10) == b"x"
+    assert sock.fileno() == raw.fileno()
+
+
+def test_setting_the_mode_the_socket_has_is_no_system_call(pair) -> None:
+    """gthread makes the socket blocking before every request; it already is after the first."""
+    raw, _ = pair
+    sock = ClientSocket(raw)
+    sock.setblocking(True)
+    sock.setblocking(True)
+    sock.settimeout(None)
+    sock.settimeout(2.5)
+    sock.settimeout(2.5)
+    sock.setblocking(False)
+    sock.setblocking(False)
+    assert raw.timeouts == [2.5, 0.0]
 
 
 def test_bytes_already_there_are_read_without_a_timeout() -> None:
@@ -216,3 +257,22 @@ def test_no_wait_without_a_free_thread_or_when_stopping(connection, waiting: Wai
     peer.sendall(b"GET / HTTP/1.1\r\n")  # even a request already there goes through the poller
     answer, waited = timed(waiting, conn)
     assert answer is False and waited < worker.KEEPALIVE_WAIT_SECONDS
+
+
+def test_the_date_header_is_gunicorns_formatted_once_a_second(monkeypatch) -> None:
+    formatted: list[float] = []
+
+    def format_date(timestamp: float) -> str:
+        formatted.append(timestamp)
+        return util.http_date(timestamp)
+
+    date = DateHeader(format_date)
+    now = [1_800_000_000.2]
+    monkeypatch.setattr(worker.time, "time", lambda: now[0])
+    assert date() == util.http_date(1_800_000_000.2) == "Fri, 15 Jan 2027 08:00:00 GMT"
+    now[0] = 1_800_000_000.9
+    assert date() == util.http_date(1_800_000_000.9)
+    now[0] = 1_800_000_001.0
+    assert date() == "Fri, 15 Jan 2027 08:00:01 GMT"
+    assert formatted == [1_800_000_000, 1_800_000_001]  # the second second, formatted once each
+    assert date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"  # a given time is formatted as asked

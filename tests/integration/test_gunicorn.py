@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import signal
@@ -94,6 +95,18 @@ def test_access_log_is_json_with_the_request_id(four_workers: GunicornServer):
             break
         time.sleep(0.1)
     assert lines and lines[0]["path"] == "/healthz" and lines[0]["status"] == 200
+
+
+def test_the_date_header_is_the_current_second(four_workers: GunicornServer):
+    """The workers format the Date header once a second (app/worker.py): it still moves on."""
+    dates = []
+    for _ in range(3):
+        response = requests.get(f"{four_workers.url}/healthz", timeout=10)
+        date = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
+        assert time.time() - 2 < date <= time.time()
+        dates.append(date)
+        time.sleep(0.6)
+    assert dates[-1] > dates[0]
 
 
 def red_wine_csv(data_source: Path, rows: int) -> tuple[str, np.ndarray]:

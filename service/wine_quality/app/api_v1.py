@@ -74,8 +74,7 @@ def model_info() -> Response:
     return jsonify(metadata)
 
 
-def _rows_from_request(max_rows: int, max_bytes: int) -> tuple[np.ndarray, bool]:
-    mimetype = request.mimetype
+def _rows_from_request(mimetype: str, max_rows: int, max_bytes: int) -> tuple[np.ndarray, bool]:
     if mimetype in JSON_TYPES or mimetype.endswith("+json"):
         return rows_from_json(parse_json(read_body(max_bytes), max_rows), max_rows)
     if mimetype in CSV_TYPES:
@@ -107,7 +106,7 @@ def _explain_requested() -> bool:
 
 
 def _wants_csv() -> bool:
-    if request.headers.get("Accept", "*/*") == "*/*":  # most clients: skip parsing the header
+    if request.environ.get("HTTP_ACCEPT", "*/*") == "*/*":  # most clients: skip parsing it
         return False
     best = request.accept_mimetypes.best_match(["application/json", "text/csv"])
     return best == "text/csv"
@@ -120,13 +119,14 @@ def predict() -> Response:
     current = state()
     current.require_model()
     explain = _explain_requested()
+    mimetype = request.mimetype
     try:
         rows, single = _rows_from_request(
-            current.settings.max_batch_rows, current.settings.max_body_bytes
+            mimetype, current.settings.max_batch_rows, current.settings.max_body_bytes
         )
     except InputError as exc:
         raise APIError.from_input_error(exc) from None
-    api = "v1.csv" if request.mimetype in CSV_TYPES else "v1.json"
+    api = "v1.csv" if mimetype in CSV_TYPES else "v1.json"
     prediction = current.predict(rows, api=api, explain=explain)
     if _wants_csv():
         return Response(prediction.csv(), mimetype="text/csv")

@@ -12,7 +12,8 @@
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is exported here, before any worker imports
   prometheus_client, and cleared of metric files when the server starts; a dead worker's live
   gauges are removed.
-- Access log: one JSON object per line on stdout, with the request id the app returns.
+- Access log: one JSON object per line on stdout, with the request id the app returns
+  (wine_quality.app.accesslog).
 - Graceful shutdown: on SIGTERM each worker turns /readyz to 503 at once, keeps serving for
   $GUNICORN_SHUTDOWN_DELAY seconds (so Kubernetes can take the pod out of its endpoints), then stops
   accepting and finishes the requests in flight; the arbiter waits up to $GUNICORN_GRACEFUL_TIMEOUT.
@@ -28,10 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
-from gunicorn.glogging import Logger
-
-from wine_quality.app.hooks import REQUEST_ID_KEY
 from wine_quality.app.settings import (
     MALLOC_TUNABLE,
     WORKER_CLASSES,
@@ -60,7 +57,7 @@ shutdown_delay = integer("GUNICORN_SHUTDOWN_DELAY", minimum=0)
 loglevel = _settings.log_level
 accesslog = "-"  # stdout
 errorlog = "-"
-logger_class = "wine_quality.app.gunicorn_conf.JsonAccessLogger"
+logger_class = "wine_quality.app.accesslog.JsonAccessLogger"
 reload = False
 # Each worker builds the Flask app after the fork; the model it serves was loaded and verified
 # once, before the first fork, in when_ready.
@@ -160,27 +157,3 @@ def post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.siginterrupt(signal.SIGTERM, False)
     worker.log.info("worker %s: booted", worker.pid)
-
-
-class JsonAccessLogger(Logger):
-    """gunicorn's logger, with access lines as JSON objects (one per line)."""
-
-    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not self.access_log_enabled:
-            return
-        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
-        line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "type": "access",
-            "request_id": environ.get(REQUEST_ID_KEY, "-"),  # set by app/hooks.py
-            "remote": environ.get("REMOTE_ADDR", "-"),
-            "method": environ.get("REQUEST_METHOD"),
-            "path": environ.get("PATH_INFO"),
-            "query": environ.get("QUERY_STRING") or None,
-            "status": int(status) if str(status).isdigit() else status,
-            "bytes": getattr(resp, "sent", None),
-            "duration_ms": round(request_time.total_seconds() * 1000, 3),
-            "user_agent": environ.get("HTTP_USER_AGENT"),
-            "pid": os.getpid(),
-        }
-        self.access_log.info(orjson.dumps(line).decode())

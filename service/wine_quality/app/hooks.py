@@ -7,9 +7,9 @@ per response instead of two Flask hooks and a werkzeug Headers lookup per header
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -59,6 +59,11 @@ def request_id() -> str:
     return request.environ.get(REQUEST_ID_KEY, "")
 
 
+def new_request_id() -> str:
+    """A request id for a request that brought none: 128 random bits as 32 hex digits."""
+    return os.urandom(16).hex()
+
+
 def started_at(environ: dict[str, Any]) -> float:
     """time.perf_counter() when the request of `environ` reached the app."""
     return environ.get(STARTED_KEY, time.perf_counter())
@@ -84,7 +89,7 @@ class ResponseHeaders:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         environ[STARTED_KEY] = time.perf_counter()
         given = environ.get("HTTP_X_REQUEST_ID", "")
-        rid = environ[REQUEST_ID_KEY] = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = environ[REQUEST_ID_KEY] = given if _REQUEST_ID.match(given) else new_request_id()
         secure = environ.get("wsgi.url_scheme") == "https"
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

@@ -75,10 +75,11 @@ def read_body(limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(limit)
-    stream = request.environ.get("wsgi.input")
+    environ = request.environ
+    stream = environ.get("wsgi.input")
     if stream is None:
         return b""
-    if length is None and not request.environ.get("wsgi.input_terminated"):
+    if length is None and not environ.get("wsgi.input_terminated"):
         return b""  # neither a length nor a server that ends the stream: no body (WSGI)
     if length is None or length > LARGE_BODY_BYTES:
         _take_large_body_slot()

@@ -113,6 +113,24 @@ class ClientSocket:
             held, self._held = self._held, b""
             self._sock.sendall(held)
 
+    # What gunicorn calls around every request, defined here rather than found through
+    # __getattr__ (which Python reaches only after building an AttributeError).
+    def settimeout(self, value: float | None) -> None:
+        """The socket's own settimeout, skipped when it would not change anything (gthread sets
+        blocking mode before every request; the system call is the same each time)."""
+        self.flush()
+        if value != self._sock.gettimeout():
+            self._sock.settimeout(value)
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(None if flag else 0.0)
+
+    def gettimeout(self) -> float | None:
+        return self._sock.gettimeout()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
     def __getattr__(self, name: str) -> Any:
         self.flush()
         return getattr(self._sock, name)
@@ -135,6 +153,24 @@ def error_page(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     util.write_nonblock(sock, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
 
 
+class DateHeader:
+    """gunicorn's util.http_date, formatting the current second once instead of for every answer
+    (an HTTP date has no finer resolution)."""
+
+    def __init__(self, format_date: Any) -> None:
+        self._format = format_date
+        self._current: tuple[int, str] = (-1, "")
+
+    def __call__(self, timestamp: float | None = None) -> str:
+        if timestamp is not None:
+            return self._format(timestamp)
+        second = int(time.time())
+        current = self._current
+        if current[0] != second:
+            current = self._current = (second, self._format(second))
+        return current[1]
+
+
 def _code(status: int) -> str:
     return {408: "request_timeout", 414: "uri_too_long", 431: "headers_too_large"}.get(
         status, "bad_request" if status < 500 else "server_error"
@@ -148,8 +184,11 @@ class ServiceWorker(ThreadWorker):
 
     def init_process(self) -> None:
         self._read_timeout = integer("GUNICORN_READ_TIMEOUT")
-        # gunicorn writes its own error pages through this function (workers/base.py)
+        # gunicorn writes its own error pages through this function (workers/base.py) and
+        # formats every answer's Date header with this one (http/wsgi.py)
         util.write_error = error_page
+        if not isinstance(util.http_date, DateHeader):
+            util.http_date = DateHeader(util.http_date)
         self._threads = self.cfg.threads
         self._threads_lock = threading.Lock()
         self._busy_threads = 0  # threads in handle(), serving or waiting for a next request
