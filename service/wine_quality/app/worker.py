@@ -34,7 +34,8 @@ request's CPU fell from 0.87-0.93 to 0.73-0.78 ms (docs/inference.md, "Against t
 
 Writing: gunicorn sends a response's head and its body in two writes; the socket wrapper holds
 the head until the body's first write and sends both at once (one segment, one wake-up of the
-client), and sends a held head before anything else happens on the socket.
+client), and sends a held head before anything else happens on the socket. The answers' Date
+header is formatted once a second (DateHeader), not once per answer.
 
 gunicorn's own error answers (a malformed request line or header, 414, 431, 408) carry the
 service's security headers and its JSON error shape, like every answer of the app.
