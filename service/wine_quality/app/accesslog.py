@@ -28,7 +28,9 @@ class JsonAccessLogger(Logger):
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         self._stdout_fd = _plain_stdout_fd(self.access_log)
-        self._write_lock = threading.Lock()  # a line longer than a pipe's atomic write stays whole
+        # a line longer than a pipe's atomic write stays whole among this worker's threads (another
+        # process's lines can still fall inside it, as through logging)
+        self._write_lock = threading.Lock()
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         if not self.access_log_enabled:
