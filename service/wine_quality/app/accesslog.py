@@ -14,6 +14,7 @@ import orjson
 from gunicorn.glogging import Logger
 
 from wine_quality.app.hooks import REQUEST_ID_KEY
+from wine_quality.app.process import process_id
 
 
 class JsonAccessLogger(Logger):
@@ -48,7 +49,7 @@ class JsonAccessLogger(Logger):
             "bytes": getattr(resp, "sent", None),
             "duration_ms": round(request_time.total_seconds() * 1000, 3),
             "user_agent": environ.get("HTTP_USER_AGENT"),
-            "pid": os.getpid(),
+            "pid": process_id(),
         }
         text = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
         if self._stdout_fd is None or not self._write_line(text):

@@ -11,7 +11,8 @@
   including one that replaces a dead worker, serves that model (wine_quality.app.holder.preload).
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is exported here, before any worker imports
   prometheus_client, and cleared of metric files when the server starts; a dead worker's live
-  gauges are removed.
+  gauges are removed. Metric writes identify their process without a system call
+  (wine_quality.app.process).
 - Access log: one JSON object per line on stdout, with the request id the app returns
   (wine_quality.app.accesslog).
 - Graceful shutdown: on SIGTERM each worker turns /readyz to 503 at once, keeps serving for
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wine_quality.app.process import use_for_metrics
 from wine_quality.app.settings import (
     MALLOC_TUNABLE,
     WORKER_CLASSES,
@@ -69,6 +71,7 @@ worker_tmp_dir = _SHM if os.access(_SHM, os.W_OK) else None
 
 METRICS_DIR = Path(raw("PROMETHEUS_MULTIPROC_DIR"))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+use_for_metrics()  # here, before the master or any worker creates a metric
 
 if graceful_timeout <= shutdown_delay:
     raise ValueError(
