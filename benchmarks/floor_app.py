@@ -1,8 +1,9 @@
 """The bare stack: Flask answering POST /v1/predict with a constant single-row JSON answer.
 Nothing is read, validated, predicted, logged or counted. `make bench` serves it with the
-service's worker count and threads under gunicorn's own sync and gthread workers (their best
-round is the floor the service's single-row throughput is a share of), and under the service's
-worker class (what that worker alone is worth; servers.FLOOR_WORKERS)."""
+service's worker count under gunicorn's own sync worker (one thread) and gthread worker (the
+service's threads); their best round is the floor the service's single-row throughput is a
+share of. It also serves it under the service's worker class (what that worker alone is worth;
+servers.FLOOR_WORKERS)."""
 
 from __future__ import annotations
 

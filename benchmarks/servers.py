@@ -232,16 +232,18 @@ FLOOR_WORKERS = {
 def floor_server(work: Path, name: str) -> Server:
     """Flask returning a constant JSON (floor_app.py) under gunicorn with the service's worker
     count and threads (their defaults in wine_quality.app.settings) and the worker class that
-    FLOOR_WORKERS names for `name`."""
+    FLOOR_WORKERS names for `name`. A sync worker gets one thread, as it has: gunicorn runs
+    `sync` with more threads as `gthread`."""
     port = free_port()
+    worker_class = FLOOR_WORKERS[name]
     command = [
         str(VENV_BIN / "gunicorn"),
         "--workers",
         str(WORKERS),
         "--worker-class",
-        FLOOR_WORKERS[name],
+        worker_class,
         "--threads",
-        raw("GUNICORN_THREADS"),
+        "1" if worker_class == "sync" else raw("GUNICORN_THREADS"),
         "--bind",
         f"127.0.0.1:{port}",
         "--chdir",

@@ -81,6 +81,9 @@ def test_benchmark_runs_and_writes_results(
         ("service-promoted-onnx+shadow", "single"),
     }
     assert set(measured) == expected
+    logs = tmp_path / "work" / "logs"
+    for floor, worker in (("floor-sync", "sync"), ("floor-gthread", "gthread")):
+        assert f"Using worker: {worker}\n" in (logs / f"{floor}.log").read_text()
     for key, m in measured.items():
         summary = m["summary"]
         assert summary["requests"] > 0, key
