@@ -10,13 +10,30 @@ import sys
 from pathlib import Path
 
 PROBE = """
-import json, sys
+import json, os, sys
+
+class FirstImport:
+    # whether gunicorn_conf had exported the metrics directory when prometheus_client was first
+    # imported (the client picks its multiprocess mode from it then)
+    exported = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "prometheus_client" and FirstImport.exported is None:
+            conf = sys.modules.get("wine_quality.app.gunicorn_conf")
+            FirstImport.exported = hasattr(conf, "METRICS_DIR") and os.environ.get(
+                "PROMETHEUS_MULTIPROC_DIR"
+            ) == str(conf.METRICS_DIR)
+        return None
+
+sys.meta_path.insert(0, FirstImport())
 from wine_quality.app import gunicorn_conf  # what gunicorn imports first
-assert "prometheus_client" not in sys.modules, "imported before PROMETHEUS_MULTIPROC_DIR is set"
+assert FirstImport.exported, "prometheus_client imported before PROMETHEUS_MULTIPROC_DIR is set"
 from wine_quality.app import create_app
 from wine_quality.app.settings import Settings
 app = create_app(Settings.from_env({"WINE_QUALITY_MODEL_DIR": sys.argv[1]}))
-assert app.test_client().get("/readyz").status_code == 200
+assert app.test_client().post("/v1/predict", json={}).status_code == 422
+files = os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+assert f"counter_{os.getpid()}.db" in files, files  # the app's metrics are the workers' shared ones
 print(json.dumps(sorted(sys.modules)))
 """
 
