@@ -3,11 +3,15 @@ body limit, read from /proc/<worker>/status (VmHWM after resetting it through cl
 
 Each body is measured in fresh workers (the old ones are stopped with SIGTERM and gunicorn forks
 new ones): memory a previous body left in the allocator would otherwise hide the next one's cost.
+A fresh worker counts as started once it has answered a request itself (its pid in the server's
+JSON access log): one that is still loading the model when idle is read would add the model's
+memory (about 25 MiB: the ONNX Runtime session and its code) to whichever body comes next.
 The worker's bound is measured with every thread busy at once (`concurrent_peak_kib`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -21,12 +25,12 @@ from wine_quality.app.settings import integer
 from wine_quality.core.features import FEATURE_NAMES
 
 
-def concurrent_peak_kib(master_pid: int, port: int, threads: int) -> dict:
+def concurrent_peak_kib(master_pid: int, port: int, log: Path, threads: int) -> dict:
     """Every thread of every worker busy with a 10,000-row batch at once (LARGE_BODY_SLOTS of
     them per worker are read and predicted at a time, the rest wait): the largest worker peak
     above idle. This, not one body's cost times the threads, is a worker's bound."""
     content_type, body = worst_bodies(integer("WINE_QUALITY_MAX_BODY_BYTES"))["CSV, 10,000 rows"]
-    workers = _fresh_workers(master_pid, port)
+    workers = _fresh_workers(master_pid, port, log)
     for _ in range(2 * len(workers)):
         _post(port, content_type, body)
     idle = {}
@@ -90,8 +94,10 @@ def _workers(master_pid: int) -> list[int]:
     ]
 
 
-def _fresh_workers(master_pid: int, port: int, timeout: float = 120.0) -> list[int]:
-    """Replace every worker by a new one and wait until they all answer; their pids."""
+def _fresh_workers(master_pid: int, port: int, log: Path, timeout: float = 120.0) -> list[int]:
+    """Replace every worker by a new one and wait until each has answered a request; their
+    pids. The workers share one listening socket, so /readyz is asked until the access log
+    names every new worker (a worker still loading the model answers nothing)."""
     old = _workers(master_pid)
     for pid in old:
         os.kill(pid, signal.SIGTERM)
@@ -103,22 +109,35 @@ def _fresh_workers(master_pid: int, port: int, timeout: float = 120.0) -> list[i
         time.sleep(0.2)
     else:
         raise TimeoutError("gunicorn did not replace its workers")
-    ready = 0
-    while ready < 4 * len(workers) and time.monotonic() < deadline:
+    offset = log.stat().st_size
+    while not set(workers) <= _answering(log, offset):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not every new worker answered: {workers}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as answer:
-                ready += answer.status == 200
+                answer.read()
         except OSError:
             time.sleep(0.2)
     return workers
 
 
-def measure(master_pid: int, port: int) -> list[dict]:
+def _answering(log: Path, offset: int) -> set[int]:
+    """The pids in the JSON access lines after byte `offset` of the server's log."""
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        return {
+            json.loads(line)["pid"]
+            for line in lines
+            if line.startswith(b"{") and b'"type":"access"' in line
+        }
+
+
+def measure(master_pid: int, port: int, log: Path) -> list[dict]:
     """For each worst body: its size, the status and the largest worker peak above idle."""
     limit = integer("WINE_QUALITY_MAX_BODY_BYTES")
     results = []
     for name, (content_type, body) in worst_bodies(limit).items():
-        workers = _fresh_workers(master_pid, port)
+        workers = _fresh_workers(master_pid, port, log)
         for _ in range(2 * len(workers)):  # each worker has taken this code path once
             _post(port, content_type, body[:20_000])
         idle = {}

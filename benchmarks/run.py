@@ -643,10 +643,10 @@ def main(argv: list[str] | None = None) -> int:
         phase(f"{len(servers)} servers ready; measuring", started)
         measurements, inproc_rounds, loads = measure(args, servers, loaded, rows)
         service = next(s for s in servers if s.kind == "service")
-        memory_bound = memory.measure(service.process.pid, service.port)
+        memory_bound = memory.measure(service.process.pid, service.port, service.log)
         print_memory(memory_bound)
         concurrent = memory.concurrent_peak_kib(
-            service.process.pid, service.port, integer("GUNICORN_THREADS")
+            service.process.pid, service.port, service.log, integer("GUNICORN_THREADS")
         )
         print_memory_bound(concurrent)
     finally:
