@@ -3,15 +3,14 @@ body limit, read from /proc/<worker>/status (VmHWM after resetting it through cl
 
 Each body is measured in fresh workers (the old ones are stopped with SIGTERM and gunicorn forks
 new ones): memory a previous body left in the allocator would otherwise hide the next one's cost.
-A fresh worker counts as started once it has answered a request itself (its pid in the server's
-JSON access log): one that is still loading the model when idle is read would add the model's
-memory (about 25 MiB: the ONNX Runtime session and its code) to whichever body comes next.
+A fresh worker counts as started once it has logged that it loaded the model: one still loading
+it when its idle memory is read would add the model (about 25 MiB: the ONNX Runtime session and
+its code) to whichever body comes next.
 The worker's bound is measured with every thread busy at once (`concurrent_peak_kib`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -95,10 +94,10 @@ def _workers(master_pid: int) -> list[int]:
 
 
 def _fresh_workers(master_pid: int, port: int, log: Path, timeout: float = 120.0) -> list[int]:
-    """Replace every worker by a new one and wait until each has answered a request; their
-    pids. The workers share one listening socket, so /readyz is asked until the access log
-    names every new worker (a worker still loading the model answers nothing)."""
+    """Replace every worker by a new one and wait until each has loaded the model (it logs
+    "worker <pid>: booted", as servers.py waits for at start); their pids."""
     old = _workers(master_pid)
+    offset = log.stat().st_size
     for pid in old:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -109,27 +108,19 @@ def _fresh_workers(master_pid: int, port: int, log: Path, timeout: float = 120.0
         time.sleep(0.2)
     else:
         raise TimeoutError("gunicorn did not replace its workers")
-    offset = log.stat().st_size
-    while not set(workers) <= _answering(log, offset):
+    while not all(f"worker {pid}: booted".encode() in _since(log, offset) for pid in workers):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"not every new worker answered: {workers}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as answer:
-                answer.read()
-        except OSError:
-            time.sleep(0.2)
+            raise TimeoutError(f"not every new worker booted: {workers}")
+        time.sleep(0.2)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as answer:
+        answer.read()
     return workers
 
 
-def _answering(log: Path, offset: int) -> set[int]:
-    """The pids in the JSON access lines after byte `offset` of the server's log."""
-    with log.open("rb") as lines:
-        lines.seek(offset)
-        return {
-            json.loads(line)["pid"]
-            for line in lines
-            if line.startswith(b"{") and b'"type":"access"' in line
-        }
+def _since(log: Path, offset: int) -> bytes:
+    with log.open("rb") as text:
+        text.seek(offset)
+        return text.read()
 
 
 def measure(master_pid: int, port: int, log: Path) -> list[dict]:
