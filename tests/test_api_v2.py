@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import numpy as np
 import pytest
 
@@ -187,3 +190,115 @@ def test_interval_outputs_can_be_requested_alone(api_client):
     wanted = [{"name": "quality_high"}, {"name": "quality_low"}]
     body = api_client.post(INFER, json={"inputs": [tensor()], "outputs": wanted}).json
     assert [o["name"] for o in body["outputs"]] == ["quality_high", "quality_low"]
+
+
+ROW = ROWS[0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "problem"),
+    [
+        ([1, 11], [ROW[:5], ROW[5:]], "data has 2 elements where the shape needs 1"),
+        ([1, 11], [[], ROW], "data has 2 elements where the shape needs 1"),
+        ([2, 11], [ROW[:5], ROW[5:], ROW], "data has 3 elements where the shape needs 2"),
+        (
+            [2, 11],
+            [ROW[:10], [*ROW[10:], *ROW]],
+            "data[0] has 10 elements where the shape needs 11",
+        ),
+        ([2, 11], [*ROW, ROW], "data has 12 elements where the shape needs 2"),
+        (
+            [1, 11],
+            [[*ROW[:10], [ROW[10]]]],
+            "data[0][10] is an array where the shape needs a number",
+        ),
+        ([2, 11], [ROW, 7.4], "data[1] is not an array of 11 elements"),
+    ],
+)
+def test_nested_data_must_follow_the_shape_exactly(api_client, shape, data, problem):
+    tensor = {"name": "input-0", "shape": shape, "datatype": "FP64", "data": data}
+    error = bad_request(api_client, {"inputs": [tensor]})
+    assert error.startswith("input 'input-0': 'data' must be flat")
+    assert error.endswith(problem)
+
+
+def test_named_inputs_are_flat_or_nested_as_their_shape_says(api_client):
+    column = [[row[10]] for row in ROWS]
+    for shape, data in (([3, 1], column), ([3, 1], [v for (v,) in column])):
+        inputs = [*named()[:10], {**named()[10], "shape": shape, "data": data}]
+        assert api_client.post(INFER, json={"inputs": inputs}).status_code == 200
+    inputs = [*named()[:10], {**named()[10], "data": column}]  # shape [3]: one level only
+    error = bad_request(api_client, {"inputs": inputs})
+    assert error.startswith("input 'alcohol': 'data' must be flat (3 numbers) or nested")
+    assert error.endswith("data[0] is an array where the shape needs a number")
+
+
+def test_an_output_requested_twice_is_400_naming_it(api_client):
+    outputs = [{"name": "quality"}, {"name": "grade"}, {"name": "quality"}]
+    error = bad_request(api_client, {"inputs": [tensor()], "outputs": outputs})
+    assert error == "output 'quality' is requested twice in 'outputs'"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "name"),
+    [
+        ([tensor(), tensor()], "input-0"),
+        ([*named(), named()[3]], "residual sugar"),
+    ],
+)
+def test_an_input_given_twice_is_400_naming_it(api_client, inputs, name):
+    error = bad_request(api_client, {"inputs": inputs})
+    assert error == f"input {name!r}: given twice (input names must be unique)"
+
+
+def test_a_feature_given_under_both_spellings_is_400_naming_it(api_client):
+    inputs = [*named(), named(names=FEATURE_KEYS)[0]]
+    error = bad_request(api_client, {"inputs": inputs})
+    assert error == "input 'fixed_acidity': feature given twice"
+
+
+def binary_request(rows=ROWS, size=None):
+    """A binary-extension body of one FP64 tensor: its JSON header, then the raw values."""
+    raw = np.asarray(rows, dtype="<f8").tobytes()
+    parameters = {"binary_data_size": len(raw) if size is None else size}
+    tensor = {"name": "input-0", "shape": [len(rows), 11], "datatype": "FP64"}
+    header = json.dumps({"inputs": [{**tensor, "parameters": parameters}]}).encode()
+    return header, raw
+
+
+def post_binary(client, header, raw, length):
+    headers = {"Inference-Header-Content-Length": length}
+    return client.post(
+        INFER, data=header + raw, headers=headers, content_type="application/octet-stream"
+    )
+
+
+@pytest.mark.parametrize("spelling", ["{}_{}", "+{}{}", " {}{} "])  # int() takes each
+def test_the_header_length_takes_ascii_digits_only(api_client, loaded_model, spelling):
+    header, raw = binary_request()
+    length = str(len(header))
+    assert post_binary(api_client, header, raw, length).status_code == 200
+    response = post_binary(api_client, header, raw, spelling.format(length[:1], length[1:]))
+    assert response.status_code == 400
+    assert response.json["error"].startswith(
+        "Inference-Header-Content-Length must be a whole number in ASCII digits"
+    )
+
+
+@pytest.mark.parametrize("size", [True, 264.0, "264", -8])
+def test_binary_data_size_must_be_a_json_integer(api_client, size):
+    header, raw = binary_request(size=size)
+    response = post_binary(api_client, header, raw, str(len(header)))
+    assert response.status_code == 400
+    assert response.json["error"] == "input 'input-0': binary_data_size must be a whole number"
+
+
+def test_an_integer_literal_past_the_digit_limit_is_described_not_python_advice(api_client):
+    body = '{"inputs": [{"name": "input-0", "data": [' + "1" * 5000 + "]}]}"
+    response = api_client.post(INFER, data=body, content_type="application/json")
+    assert response.status_code == 400
+    limit = sys.get_int_max_str_digits()
+    assert (
+        response.json["error"]
+        == f"malformed JSON: an integer literal with more than {limit} digits"
+    )

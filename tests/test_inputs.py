@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from wine_quality.app.inputs import (
     MAX_DETAILS,
     InputError,
     json_item_budget,
+    number_from_text,
     parse_csv,
     parse_json,
     rows_from_json,
@@ -244,6 +246,86 @@ def test_csv_cell_problems_name_the_file_line_and_column():
     with pytest.raises(InputError) as caught:
         parse_csv("\n".join([header, good, out_of_bounds]), max_rows=10)
     assert fields_of(caught.value) == {(3, "pH")}
+
+
+# What Python's float() also reads, JSON never: underscores, other scripts' digits, Unicode spaces.
+NOT_PLAIN_NUMBERS = [
+    "1_0",
+    "1_0.5",
+    "\uff11\uff10",  # full-width 10
+    "\u0661\u0660",  # Arabic-Indic 10
+    "\u00a010\u00a0",  # between non-breaking spaces
+    "10\u2003",  # em space
+]
+PLAIN_NUMBERS = [(" 10 ", 10.0), ("\t+10", 10.0), ("1e1", 10.0), ("10.", 10.0), (".5E1", 5.0)]
+
+
+def csv_with_alcohol(*cells: str) -> bytes:
+    lines = [",".join(FEATURE_NAMES)] + [",".join([*map(str, ROW[:10]), c]) for c in cells]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("cell", NOT_PLAIN_NUMBERS)
+def test_csv_cells_that_only_python_reads_as_numbers_are_named_by_line_and_column(cell):
+    for lines in ([cell], ["9.4"] * 20 + [cell]):  # alone, and after rows of plain numbers
+        with pytest.raises(InputError) as caught:
+            parse_csv(csv_with_alcohol(*lines), max_rows=100)
+        assert (caught.value.status, caught.value.code) == (422, "invalid_input")
+        line = len(lines) + 1
+        assert problems(caught.value) == {
+            (line, "alcohol", "must be a number, got text that is not a number")
+        }
+
+
+@pytest.mark.parametrize(("cell", "value"), PLAIN_NUMBERS)
+def test_csv_cells_take_plain_decimal_numbers_with_spaces_around(cell, value):
+    assert parse_csv(csv_with_alcohol(cell, "9.4"), max_rows=10)[:, 10].tolist() == [value, 9.4]
+    quoted = csv_with_alcohol(f'"{cell}"')
+    assert parse_csv(quoted, max_rows=10)[:, 10].tolist() == [value]
+    assert parse_csv(quoted.decode(), max_rows=10)[:, 10].tolist() == [value]  # as the CLI reads
+
+
+@pytest.mark.parametrize("cell", ['"\n10"', '"10\r\n"', '"10\x0c"'])
+def test_a_quoted_cell_holding_a_line_break_around_a_number_is_named(cell):
+    with pytest.raises(InputError) as caught:
+        parse_csv(csv_with_alcohol(cell), max_rows=10)
+    assert caught.value.status == 422
+    assert fields_of(caught.value) == {(cell.count("\n") + 2, "alcohol")}  # the line it ends on
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "-inf", "Infinity", " inf "])
+def test_csv_nan_and_infinity_text_is_refused_as_not_finite(cell):
+    with pytest.raises(InputError) as caught:
+        parse_csv(csv_with_alcohol("9.4", cell), max_rows=10)
+    assert problems(caught.value) == {
+        (3, "alcohol", "must be a finite number (not NaN or infinity)")
+    }
+
+
+def test_number_from_text_is_json_number_syntax_with_spaces_around():
+    assert [number_from_text(text) for text, _ in PLAIN_NUMBERS] == [v for _, v in PLAIN_NUMBERS]
+    assert [number_from_text(text) for text in NOT_PLAIN_NUMBERS] == [None] * len(NOT_PLAIN_NUMBERS)
+    assert [number_from_text(text) for text in ("", " ", "1e", "0x10", "1 0", "\n10")] == [None] * 6
+
+
+def test_an_integer_literal_past_the_digit_limit_is_described_not_python_advice():
+    with pytest.raises(InputError) as caught:
+        parse_json(b'{"alcohol": ' + b"1" * 5000 + b"}", max_rows=10)
+    assert (caught.value.status, caught.value.code) == (400, "malformed_json")
+    assert caught.value.message == (
+        f"malformed JSON: an integer literal with more than {sys.get_int_max_str_digits()} digits"
+    )
+
+
+def test_the_cli_describes_an_integer_literal_past_the_digit_limit(tmp_path, capsys):
+    from wine_quality import cli
+
+    path = tmp_path / "wine.json"
+    path.write_text('{"alcohol": ' + "1" * 5000 + "}")
+    assert cli.main(["predict", str(path), "--model-dir", str(tmp_path)]) == cli.EXIT_BAD_INPUT
+    limit = sys.get_int_max_str_digits()
+    expected = f"invalid JSON (an integer literal with more than {limit} digits)"
+    assert capsys.readouterr().err == f"error: {path}: {expected}\n"
 
 
 @pytest.mark.parametrize("body", ["", "\n\n", '""\n', ",".join(FEATURE_NAMES) + "\n"])

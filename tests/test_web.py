@@ -193,6 +193,29 @@ def test_server_side_validation_names_each_bad_field(client, red_rows) -> None:
     assert 'value="30"' in body  # the user's input is kept for correction
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["1_0", "1_0.5", "\uff11\uff10", "\u0661\u0660", "\u00a010\u00a0", "10\u2003"],
+)
+def test_form_fields_take_the_number_syntax_csv_cells_do(client, red_rows, text) -> None:
+    data = {**form_for(red_rows[0], token_of(client)), "alcohol": text}
+    response = client.post("/", data=data)
+    assert response.status_code == 422
+    assert "Alcohol: enter a number, for example 7.4" in text_of(response)
+    assert re.search(
+        r'<input id="f-alcohol"[^>]*aria-invalid="true"', response.get_data(as_text=True)
+    )
+
+
+def test_form_fields_take_spaces_around_a_number_and_name_nan(client, red_rows) -> None:
+    token = token_of(client)
+    spaced = client.post("/", data={**form_for(red_rows[0], token), "alcohol": " 9.4\t"})
+    assert spaced.status_code == 200
+    nan = client.post("/", data={**form_for(red_rows[0], token), "alcohol": "nan"})
+    assert nan.status_code == 422
+    assert "Alcohol: must be a finite number (not NaN or infinity)" in text_of(nan)
+
+
 def test_the_page_names_the_models_wine_and_grade_scale(settings, model) -> None:
     white = dataclasses.replace(model, facts=dataclasses.replace(model.facts, wine="white"))
     text = text_of(create_app(settings, model=white).test_client().get("/"))
@@ -433,6 +456,81 @@ def test_a_bad_value_is_named_by_line_and_column(client, red_rows) -> None:
         ("17", "pH", "15 is outside the physical bounds [0, 14] pH"),
         ("20", "fixed acidity", "-1 is outside the physical bounds [0, 25] g(tartaric acid)/dm³"),
     ]
+
+
+@pytest.mark.parametrize("cell", ["1_0", "\uff11\uff10", "\u00a010\u00a0"])
+def test_a_value_only_python_reads_as_a_number_is_named_by_line_and_column(
+    client, red_rows, cell
+) -> None:
+    content = csv_text(red_rows[:30], [f.name for f in FEATURES], ";")
+    response = upload(client, with_cell(content, 17, 10, cell))
+    assert response.status_code == 422
+    assert problems_of(response) == [
+        ("17", "alcohol", "must be a number, got text that is not a number")
+    ]
+
+
+def multipart(token: str, content: bytes, boundary: str = "wq-boundary") -> bytes:
+    """A browser's upload of `content` as wines.csv, with the CSRF token, as raw bytes."""
+    return b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'.encode(),
+            f"{token}\r\n--{boundary}\r\n".encode(),
+            b'Content-Disposition: form-data; name="file"; filename="wines.csv"\r\n',
+            b"Content-Type: text/csv\r\n\r\n",
+            content,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "cut", "problem"),
+    [
+        ("multipart/form-data", False, "its Content-Type header has no boundary parameter"),
+        (
+            "multipart/form-data; boundary=another",
+            False,
+            "no parts found: the body never holds the boundary its Content-Type names",
+        ),
+        (
+            "multipart/form-data; boundary=wq-boundary",
+            True,
+            "the body is truncated: it ends before the closing boundary",
+        ),
+    ],
+)
+def test_a_malformed_multipart_body_is_named_not_taken_for_a_missing_token(
+    client, red_rows, content_type, cut, problem
+) -> None:
+    body = multipart(token_of(client), csv_text(red_rows[:20], [f.name for f in FEATURES], ";"))
+    whole = client.post(
+        "/batch", data=body, content_type="multipart/form-data; boundary=wq-boundary"
+    )
+    assert whole.status_code == 200  # the same body, well formed
+    response = client.post(
+        "/batch", data=body[: len(body) // 2] if cut else body, content_type=content_type
+    )
+    assert response.status_code == 400
+    assert response.mimetype == "text/html"
+    text = text_of(response)
+    assert f"The upload is not a well-formed multipart/form-data body: {problem}." in text
+    assert "security token" not in text
+
+
+def test_a_url_encoded_form_that_is_not_utf8_is_named(client) -> None:
+    token_of(client)
+    response = client.post(
+        "/", data=b"alcohol=\xff", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400
+    assert "The form data is not UTF-8 text." in text_of(response)
+
+
+def test_the_csrf_cookie_is_checked_before_the_multipart_body(app) -> None:
+    response = app.test_client().post("/batch", data=b"--x\r\n", content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert "did not send the page's security cookie" in text_of(response)
 
 
 def test_too_many_rows_are_refused_with_the_limit(settings, model, red_csv) -> None:

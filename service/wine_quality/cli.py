@@ -268,11 +268,22 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
 
 
 def _read_rows(text: str):
-    from wine_quality.app.inputs import parse_csv, rows_from_json, rows_from_records
+    from wine_quality.app.inputs import (
+        InputError,
+        parse_csv,
+        rows_from_json,
+        rows_from_records,
+        too_many_digits,
+    )
 
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
-        payload = json.loads(text)
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # json's only other refusal: an integer past int()'s digit limit
+            raise InputError(400, "malformed_json", f"invalid JSON ({too_many_digits()})") from None
         if isinstance(payload, list):
             return rows_from_records(payload, PREDICT_MAX_ROWS)
         return rows_from_json(payload, PREDICT_MAX_ROWS)[0]
@@ -298,9 +309,6 @@ def _run_predict(args: argparse.Namespace) -> int:
         print(
             f"error: {source}: invalid JSON ({error.msg} at line {error.lineno})", file=sys.stderr
         )
-        return EXIT_BAD_INPUT
-    except ValueError as error:  # json's other refusals, e.g. an integer of over 4300 digits
-        print(f"error: {source}: invalid JSON ({error})", file=sys.stderr)
         return EXIT_BAD_INPUT
     except InputError as error:
         print(f"error: {source}: {error.message}", file=sys.stderr)

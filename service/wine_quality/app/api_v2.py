@@ -11,6 +11,7 @@ tensors' `parameters.level`); `outputs` in the request selects some of them. Err
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import chain
 from math import prod
 from typing import Any
 
@@ -36,6 +37,7 @@ bp = Blueprint("api_v2", __name__, url_prefix="/v2")
 DATATYPES = ("FP32", "FP64")
 OUTPUTS = ("quality", "grade", "quality_low", "quality_high")
 TENSOR_INPUT = "input-0"
+_NUMBER_TYPES = {int, float}
 MODEL_ROUTES = ("/models/<model_name>", "/models/<model_name>/versions/<model_version>")
 
 
@@ -114,33 +116,56 @@ def model_ready(model_name: str, model_version: str | None = None) -> Response:
     return jsonify(name=MODEL_NAME, ready=True)
 
 
-def _numbers(data: Any, count: int, where: str) -> np.ndarray:
-    """The tensor's data (flat or nested, row-major) as float64; every element must be a number."""
+def _numbers(data: Any, shape: list[int], where: str) -> np.ndarray:
+    """The tensor's data as float64: flat (`prod(shape)` numbers) or nested exactly as `shape`
+    says, row-major; every innermost element must be a number."""
     if isinstance(data, np.ndarray):  # binary data, its size already checked against the shape
         return data.astype(np.float64)
     if not isinstance(data, list):
         raise _bad(f"{where}: 'data' must be an array")
-    flat = data
-    if any(isinstance(v, list) for v in data):
-        flat = []
-        stack = [iter(data)]
-        while stack:  # depth-first flatten, bounded by the JSON nesting the parser accepted
-            for value in stack[-1]:
-                if isinstance(value, list):
-                    stack.append(iter(value))
-                    break
-                flat.append(value)
-            else:
-                stack.pop()
-    for value in flat:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _bad(f"{where}: every element must be a number")
-    if len(flat) != count:
-        raise _bad(f"{where}: 'data' has {len(flat)} elements but the shape needs {count}")
+    kinds = set(map(type, data))
+    if list in kinds:
+        values = _innermost(data, shape)
+        kinds = {list} if values is None else set(map(type, values))
+        if list in kinds:
+            raise _bad(
+                f"{where}: 'data' must be flat ({prod(shape)} numbers) or nested as the shape "
+                f"{shape} says, but {_misnesting(data, shape)}"
+            )
+        data = values
+    if not kinds <= _NUMBER_TYPES:  # a bool's type is bool, not int
+        raise _bad(f"{where}: every element must be a number")
+    count = prod(shape)
+    if len(data) != count:
+        raise _bad(f"{where}: 'data' has {len(data)} elements but the shape needs {count}")
     try:
-        return np.array(flat, dtype=np.float64)
+        return np.array(data, dtype=np.float64)
     except OverflowError:
         raise _bad(f"{where}: a number is too large") from None
+
+
+def _innermost(data: list[Any], shape: list[int]) -> list[Any] | None:
+    """The innermost elements of `data`, row-major, if every level is a list of its dimension's
+    length; else None."""
+    level = [data]
+    for size in shape:
+        if not all(type(item) is list and len(item) == size for item in level):
+            return None
+        level = list(chain.from_iterable(level))
+    return level
+
+
+def _misnesting(data: Any, shape: list[int], path: str = "data") -> str | None:
+    """Where `data` first departs from the nesting `shape` gives it, in words; None if nowhere.
+    Only for the error message: it recurses once per element."""
+    if not shape:
+        return f"{path} is an array where the shape needs a number" if type(data) is list else None
+    if type(data) is not list:
+        return f"{path} is not an array of {shape[0]} elements"
+    if len(data) != shape[0]:
+        return f"{path} has {len(data)} elements where the shape needs {shape[0]}"
+    places = (_misnesting(item, shape[1:], f"{path}[{i}]") for i, item in enumerate(data))
+    return next(filter(None, places), None)
 
 
 def _shape(tensor: Mapping[str, Any], where: str) -> list[int]:
@@ -172,7 +197,7 @@ def _rows_from_tensor(tensor: Mapping[str, Any], max_rows: int) -> np.ndarray:
         raise _bad(f"{where}: shape must be [N, {len(FEATURES)}], features in the documented order")
     if shape[0] > max_rows:
         raise too_many_rows(shape[0], max_rows)
-    return _numbers(tensor["data"], prod(shape), where).reshape(shape)
+    return _numbers(tensor["data"], shape, where).reshape(shape)
 
 
 def _rows_from_named(inputs: list[Mapping[str, Any]], max_rows: int) -> np.ndarray:
@@ -190,7 +215,7 @@ def _rows_from_named(inputs: list[Mapping[str, Any]], max_rows: int) -> np.ndarr
             raise _bad(f"{where}: shape must be [N] or [N, 1]")
         if shape[0] > max_rows:
             raise too_many_rows(shape[0], max_rows)
-        columns[index_of(feature)] = _numbers(tensor["data"], prod(shape), where)
+        columns[index_of(feature)] = _numbers(tensor["data"], shape, where)
     missing = [f.name for i, f in enumerate(FEATURES) if i not in columns]
     if missing:
         raise _bad(f"missing inputs: {', '.join(missing)}")
@@ -231,6 +256,9 @@ def _parse_request(max_rows: int, max_bytes: int) -> tuple[Mapping[str, Any], np
         raise _bad("the body must be an object with a non-empty 'inputs' array")
     binary_tensors.attach_inputs(inputs, binary)
     inputs = [_check_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    twice = _first_repeated([t.get("name") for t in inputs])
+    if twice is not None:
+        raise _bad(f"input {twice[:64]!r}: given twice (input names must be unique)")
     if len(inputs) == 1:
         rows = _rows_from_tensor(inputs[0], max_rows)
     else:
@@ -251,7 +279,21 @@ def _requested_outputs(body: Mapping[str, Any]) -> list[str]:
     unknown = [str(n)[:64] for n in names if n not in OUTPUTS]
     if unknown:
         raise _bad(f"unknown outputs {unknown}; available: {', '.join(OUTPUTS)}")
+    twice = _first_repeated(names)
+    if twice is not None:
+        raise _bad(f"output {twice!r} is requested twice in 'outputs'")
     return names
+
+
+def _first_repeated(names: list[Any]) -> str | None:
+    """The first string that `names` holds a second time, or None."""
+    seen: set[str] = set()
+    for name in names:
+        if isinstance(name, str):
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
 
 
 def infer(model_name: str, model_version: str | None = None) -> Response:

@@ -29,13 +29,15 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary part of a request (all of it JSON without the header)."""
     if header_length is None:
         return body, b""
-    try:
-        length = int(header_length)
-    except ValueError:
-        length = -1
+    # ASCII digits only (int() also takes '1_11', '+111', ' 111', other scripts' digits), and
+    # at most 19 of them: no body is longer, and int() refuses over 4300.
+    plain = header_length.isascii() and header_length.isdigit() and len(header_length) < 20
+    length = int(header_length) if plain else -1
     if not 0 < length <= len(body):
         raise APIError(
-            400, f"{HEADER} must be a whole number between 1 and the body's {len(body)} bytes"
+            400,
+            f"{HEADER} must be a whole number in ASCII digits, between 1 and the body's "
+            f"{len(body)} bytes",
         )
     return body[:length], body[length:]
 

@@ -12,6 +12,7 @@ these functions, so both accept and reject exactly the same inputs:
 - `parse_csv(data, max_rows)`: a header row of feature names, ',' or ';' separated, read line by
   line with every line after the header (blank ones too) counted against `max_rows`;
 - `validate_rows(rows)`: finite values inside the physical bounds of `features.py`;
+- `number_from_text(text)`: a CSV cell's or web form field's number, in plain decimal syntax.
 
 Feature names are accepted in both spellings ("fixed acidity" and "fixed_acidity").
 """
@@ -24,6 +25,8 @@ import io
 import json
 import math
 import operator
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -40,6 +43,15 @@ MAX_DETAILS = 100
 """At most this many problems are listed in one error; the message says how many were left out."""
 
 _PLAIN_NUMBERS = {int, float}
+# A plain decimal number (JSON's syntax, with '+', '5.' and '.5' too) between spaces or tabs, or
+# Python's spellings of NaN and infinity (read, then refused by validate_rows as not finite).
+_NUMBER_TEXT = re.compile(
+    r"[ \t]*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|infinity|inf)[ \t]*",
+    re.ASCII | re.IGNORECASE,
+)
+# Every character _NUMBER_TEXT can match. Over these, float() and numpy accept exactly what it
+# does: the '_', Unicode digits and other white space they also take are not among them.
+_NUMBER_CHARS = b"0123456789+-.eE \tnaiftyNAIFTY"
 _MINIMA = np.array([f.minimum for f in FEATURES])
 _MAXIMA = np.array([f.maximum for f in FEATURES])
 
@@ -142,8 +154,13 @@ def _parse_json_exactly(data: bytes) -> Any:
         ) from None
     except RecursionError:
         raise InputError(400, "malformed_json", "malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal of over 4300 digits
-        raise InputError(400, "malformed_json", f"malformed JSON: {str(exc)[:200]}") from None
+    except ValueError:  # json's only other refusal: an integer past int()'s digit limit
+        raise InputError(400, "malformed_json", f"malformed JSON: {too_many_digits()}") from None
+
+
+def too_many_digits() -> str:
+    """Why the json module refuses an integer literal longer than int() converts."""
+    return f"an integer literal with more than {sys.get_int_max_str_digits()} digits"
 
 
 def too_many_rows(rows: int, max_rows: int) -> InputError:
@@ -363,13 +380,46 @@ def _header_columns(header: list[str], line: int) -> list[int | None]:
     return columns
 
 
+def number_from_text(text: str) -> float | None:
+    """The number a CSV cell or a form field spells, or None. Only plain decimal syntax: ASCII
+    digits, an optional sign, decimal point and exponent, spaces or tabs around; `nan` and `inf`
+    too, so that validate_rows names them. Never what float() alone also takes: '3_4',
+    full-width and other scripts' digits, non-breaking spaces."""
+    return float(text) if _NUMBER_TEXT.fullmatch(text) else None
+
+
 def _csv_cell(problems: _Problems, line: int, feature: Feature, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
+    number = number_from_text(text)
+    if number is None:
         shown = "an empty cell" if not text.strip() else "text that is not a number"
         problems.add(line, feature.name, f"must be a number, got {shown}")
         return math.nan
+    return number
+
+
+def _plain_block(data: bytes | str, records: list[list[str]]) -> np.ndarray | None:
+    """All cells as floats in one numpy call when no cell can be more than a plain number (numpy
+    reads a cell as float() does, which also takes '3_4', full-width digits and non-breaking
+    spaces); None sends the body cell by cell through number_from_text.
+
+    One pass over the body decides: the bytes outside `_NUMBER_CHARS`, quotes, separators and
+    line breaks must all be the header line's. Quoted data cells, which could hold a line break,
+    are checked themselves."""
+    if isinstance(data, str):
+        if not data.isascii():
+            return None
+        data = data.encode()
+    allowed = _NUMBER_CHARS + b'",;\r\n'
+    header_line = data[:65536].lstrip().split(b"\n", 1)[0]
+    if len(data.translate(None, allowed)) != len(header_line.translate(None, allowed)):
+        return None
+    quoted = data.count(b'"') != header_line.count(b'"')
+    if quoted and "".join(chain.from_iterable(records)).encode().translate(None, _NUMBER_CHARS):
+        return None
+    try:
+        return np.array(records, dtype=np.float64)
+    except ValueError:  # an empty cell, or characters in an order no number has
+        return None
 
 
 def _csv_lines(data: bytes | str) -> io.TextIOBase:
@@ -480,9 +530,10 @@ def parse_csv(data: bytes | str, max_rows: int) -> np.ndarray:
     problems.raise_if_any("invalid CSV")
     order = [p for p, c in enumerate(columns) if c is not None]
     targets = [columns[p] for p in order]
-    try:  # fast path: every cell (an ignored quality column too) is a number
-        block = np.array([record for _, record in body], dtype=np.float64)[:, order]
-    except ValueError:
+    block = _plain_block(data, [record for _, record in body])
+    if block is not None:
+        block = block[:, order]
+    else:
         block = np.array(
             [
                 [

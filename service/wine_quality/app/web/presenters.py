@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from wine_quality.app.inputs import InputError
+from wine_quality.app.inputs import InputError, number_from_text
 from wine_quality.app.settings import Settings
 from wine_quality.app.state import Prediction
 from wine_quality.core.artifact import LoadedModel
@@ -109,17 +109,16 @@ def form_fields(
 
 
 def form_record(form: Mapping[str, str]) -> dict[str, Any]:
-    """The form as an API record: numbers where the text is one, the text itself otherwise (so
-    the shared validator names the problem), and blank fields left out (reported missing)."""
+    """The form as an API record: numbers where the text is one (read as CSV cells are), the
+    text itself otherwise (so the shared validator names the problem), and blank fields left
+    out (reported missing)."""
     record: dict[str, Any] = {}
     for feature in FEATURES:
-        text = form.get(feature.key, "").strip()
-        if not text:
+        text = form.get(feature.key, "")
+        if not text.strip():
             continue
-        try:
-            record[feature.key] = float(text)
-        except ValueError:
-            record[feature.key] = text
+        number = number_from_text(text)
+        record[feature.key] = text if number is None else number
     return record
 
 
