@@ -25,9 +25,10 @@ from wine_quality.core.features import FEATURE_NAMES
 
 
 def concurrent_peak_kib(master_pid: int, port: int, log: Path, threads: int) -> dict:
-    """Every thread of every worker busy with a 10,000-row batch at once (LARGE_BODY_SLOTS of
-    them per worker are read and predicted at a time, the rest wait): the largest worker peak
-    above idle. This, not one body's cost times the threads, is a worker's bound."""
+    """Every thread of every worker busy with a 10,000-row batch at once (each thread holds its
+    received body; LARGE_BODY_SLOTS of them per worker are parsed and predicted at a time, the
+    rest wait): the largest worker peak above idle. This, not one parse's cost times the threads,
+    is a worker's bound for such batches."""
     content_type, body = worst_bodies(integer("WINE_QUALITY_MAX_BODY_BYTES"))["CSV, 10,000 rows"]
     workers = _fresh_workers(master_pid, port, log)
     for _ in range(2 * len(workers)):

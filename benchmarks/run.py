@@ -598,7 +598,7 @@ def print_memory_bound(bound: dict) -> None:
     print(
         f"  memory bound above idle: {worker:.0f} MiB per worker with {bound['requests']} "
         f"10,000-row batches at once (HTTP {bound['statuses']}; {LARGE_BODY_SLOTS} "
-        f"large bodies per worker at a time), about {workers * worker:.0f} MiB for "
+        f"large bodies parsed per worker at a time), about {workers * worker:.0f} MiB for "
         f"{workers} workers",
         file=sys.stderr,
         flush=True,

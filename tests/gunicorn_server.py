@@ -30,6 +30,21 @@ STARTUP_SECONDS = 180.0
 STOP_SECONDS = 40.0
 
 
+def module_server(name: str, **env: str) -> object:
+    """A module-scoped `server` fixture: the service serving the small test model with `env`
+    (no shutdown delay), stopped after the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def server(small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+        running = GunicornServer.start(
+            small_model_dir, tmp_path_factory.mktemp(name), GUNICORN_SHUTDOWN_DELAY="0", **env
+        )
+        yield running
+        running.stop()
+
+    return server
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

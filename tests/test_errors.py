@@ -303,3 +303,198 @@ def test_large_bodies_beyond_the_worker_slots_get_503_with_retry_after(make_app,
     assert acquired == [True] * slots
     for _ in acquired:
         requestbody._large_bodies.release()
+
+
+class RecordingStream(io.BytesIO):
+    """A body stream that counts the bytes handed to the app."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.handed = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        piece = super().read(size)
+        self.handed += len(piece)
+        return piece
+
+
+def test_a_large_body_is_received_whole_before_it_waits_for_a_slot(make_app, monkeypatch):
+    """No slot is held while a client sends: a request waits for one only with its whole body,
+    and a chunked body of at most LARGE_BODY_BYTES needs none."""
+    from wine_quality.app import requestbody
+
+    client = make_app().test_client()
+    monkeypatch.setattr(requestbody, "SLOT_WAIT_SECONDS", 0.05)
+    large = json_body(requestbody.LARGE_BODY_BYTES + 1)
+    small = json_body(requestbody.LARGE_BODY_BYTES)
+    for _ in range(requestbody.LARGE_BODY_SLOTS):
+        assert requestbody._large_bodies.acquire(timeout=1)
+    try:
+        for framing in ({"CONTENT_LENGTH": str(len(large))}, {"wsgi.input_terminated": True}):
+            stream = RecordingStream(large)
+            headers = {"Content-Type": "application/json"}
+            if "CONTENT_LENGTH" not in framing:
+                headers["Transfer-Encoding"] = "chunked"
+            response = client.post(
+                "/v1/predict",
+                headers=headers,
+                environ_overrides={"wsgi.input": stream, **framing},
+            )
+            assert error_of(response, 503)["code"] == "busy"
+            assert stream.handed == len(large)  # read to its end before the slot was asked for
+        response = post(client, "/v1/predict", small, "application/json", chunked=True)
+        assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    finally:
+        for _ in range(requestbody.LARGE_BODY_SLOTS):
+            requestbody._large_bodies.release()
+
+
+BODY_ROUTES = {  # route, a valid body, its Content-Type
+    "v1 JSON": ("/v1/predict", json.dumps(WINE).encode(), "application/json"),
+    "v1 CSV": ("/predict", csv_body(0), "text/csv"),
+    "v2 JSON": (V2_INFER, v2_body(0), "application/json"),
+}
+
+
+def message_of(response, route: str, status: int, code: str) -> str:
+    """The error message in the route's shape, after checking status and (outside v2) code."""
+    if route == V2_INFER:
+        assert response.status_code == status, response.get_data(as_text=True)[:300]
+        return response.json["error"]
+    error = error_of(response, status)
+    assert error["code"] == code
+    return error["message"]
+
+
+@pytest.mark.parametrize("gunicorn", [False, True], ids=["plain-wsgi", "gunicorn-environ"])
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_a_body_without_content_length_or_chunked_framing_is_411(api_client, case, gunicorn):
+    """Neither Content-Length nor Transfer-Encoding: chunked: HTTP ends the request at its
+    headers; gunicorn's environ then says the stream ends (wsgi.input_terminated) but holds
+    nothing. Never read as an empty body (once a 400 "Expecting value")."""
+    route, body, content_type = BODY_ROUTES[case]
+    terminated = {"wsgi.input_terminated": True} if gunicorn else {}
+    response = api_client.post(
+        route,
+        headers={"Content-Type": content_type},
+        environ_overrides={"wsgi.input": io.BytesIO(body), **terminated},
+    )
+    assert "CONTENT_LENGTH" not in response.request.environ
+    message = message_of(response, route, 411, "length_required")
+    assert "send Content-Length or Transfer-Encoding: chunked" in message
+    assert response.headers["Connection"] == "close"
+
+
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_content_length_0_is_an_empty_body_not_a_411(api_client, case):
+    route, _, content_type = BODY_ROUTES[case]
+    response = api_client.post(
+        route,
+        data=b"",
+        content_type=content_type,
+        environ_overrides={"CONTENT_LENGTH": "0"},
+    )
+    expected = {"v1 JSON": (400, "malformed_json"), "v1 CSV": (422, "invalid_input")}
+    status, code = expected.get(case, (400, ""))
+    message = message_of(response, route, status, code)
+    assert "Length" not in message
+    if case == "v1 CSV":
+        assert message == "the CSV body is empty"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "compress", "gzip, identity"])
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_a_content_encoding_other_than_identity_is_415_naming_it(api_client, case, coding):
+    import gzip
+
+    route, body, content_type = BODY_ROUTES[case]
+    sent = gzip.compress(body) if coding.startswith("gzip") else body  # a real gzip body too
+    response = api_client.post(
+        route, data=sent, headers={"Content-Type": content_type, "Content-Encoding": coding}
+    )
+    message = message_of(response, route, 415, "unsupported_encoding")
+    named = coding.split(",")[0]
+    assert f"Content-Encoding {named} is not supported; send the body uncompressed" in message
+    assert response.headers["Connection"] == "close"
+
+
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_content_encoding_identity_is_accepted(api_client, case):
+    route, body, content_type = BODY_ROUTES[case]
+    for coding in ("identity", "Identity", "identity, identity"):
+        response = api_client.post(
+            route, data=body, headers={"Content-Type": content_type, "Content-Encoding": coding}
+        )
+        assert response.status_code == 200, (coding, response.get_data(as_text=True)[:300])
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "latin-1", "bogus", "windows-1252"])
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_a_charset_other_than_utf8_is_415_naming_it(api_client, case, charset):
+    route, body, content_type = BODY_ROUTES[case]
+    sent = body.decode().encode(charset) if charset in ("utf-16", "latin-1") else body
+    response = api_client.post(route, data=sent, content_type=f"{content_type}; charset={charset}")
+    message = message_of(response, route, 415, "unsupported_charset")
+    assert f"charset {charset!r} is not supported" in message
+    assert "UTF-8" in message
+
+
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_a_utf8_charset_in_any_spelling_is_accepted(api_client, case):
+    route, body, content_type = BODY_ROUTES[case]
+    for charset in ("utf-8", "UTF-8", "utf8", "UTF8", '"utf-8"', "us-ascii", "ASCII"):
+        response = api_client.post(
+            route, data=body, content_type=f"{content_type};charset={charset}"
+        )
+        assert response.status_code == 200, (charset, response.get_data(as_text=True)[:300])
+
+
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_a_transfer_coding_other_than_chunked_is_415_naming_it(api_client, case):
+    """gunicorn accepts `gzip, chunked` (chunked last) and hands the app the dechunked, still
+    compressed body: never parsed as if plain."""
+    import gzip
+
+    route, body, content_type = BODY_ROUTES[case]
+    for value, named in (("gzip, chunked", "gzip"), ("deflate,chunked", "deflate")):
+        response = api_client.post(
+            route,
+            headers={"Content-Type": content_type, "Transfer-Encoding": value},
+            environ_overrides={
+                "wsgi.input": io.BytesIO(gzip.compress(body)),
+                "wsgi.input_terminated": True,
+            },
+        )
+        message = message_of(response, route, 415, "unsupported_encoding")
+        assert f"Transfer-Encoding {named} is not supported" in message, value
+        assert response.headers["Connection"] == "close"
+    response = post(api_client, route, body, content_type, chunked=True)  # chunked alone: served
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+
+
+def test_the_web_routes_apply_the_same_body_rules(api_client):
+    """The page's form and upload read their bodies through read_body too (error pages)."""
+    assert api_client.get("/").status_code == 200  # the CSRF cookie, checked before any body
+    form = "application/x-www-form-urlencoded"
+    upload = "multipart/form-data; boundary=x"
+    for path, content_type in (("/", form), ("/batch", upload)):
+        for headers in (
+            {"Content-Type": content_type, "Content-Encoding": "gzip"},
+            {"Content-Type": content_type + "; charset=latin-1"},
+        ):
+            response = api_client.post(path, data=b"--x--\r\n", headers=headers)
+            assert response.status_code == 415, (path, headers)
+            assert "is not supported" in response.get_data(as_text=True)
+    response = api_client.post(  # not a form type: werkzeug's test client gives those a length
+        "/",
+        headers={"Content-Type": "text/plain"},
+        environ_overrides={"wsgi.input": io.BytesIO(b"a=1"), "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 411
+    assert "send Content-Length or Transfer-Encoding: chunked" in response.get_data(as_text=True)
+
+
+def test_get_routes_never_read_a_body(api_client):
+    for path in ("/healthz", "/readyz", "/v1/model", "/v2", "/openapi.json"):
+        response = api_client.get(path, headers={"Content-Encoding": "gzip"})
+        assert response.status_code == 200, path

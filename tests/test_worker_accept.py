@@ -5,6 +5,7 @@ listening socket and gthread's own accept; only the worker's other state is left
 from __future__ import annotations
 
 import socket
+from collections import deque
 
 import pytest
 
@@ -15,8 +16,9 @@ from wine_quality.app.worker import ServiceWorker
 class Accepting(ServiceWorker):
     """A ServiceWorker without gunicorn's arbiter: just what accept() uses."""
 
-    def __init__(self, connections: int) -> None:
+    def __init__(self, connections: int, silent: int = 0) -> None:
         self.nr_conns = connections
+        self.pending_conns = deque(range(silent))  # connections that have sent nothing yet
         self.cfg = None
         self.enqueued: list[object] = []
 
@@ -50,3 +52,13 @@ def test_a_connection_another_worker_took_meanwhile_is_no_error(listener, monkey
     accepting = Accepting(4)
     accepting.accept(listener)  # nothing pending any more: EAGAIN, as gthread handles it
     assert accepting.enqueued == [] and accepting.nr_conns == 4
+
+
+def test_connections_that_sent_nothing_yet_do_not_count(listener, monkeypatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(worker.time, "sleep", waits.append)
+    accepting = Accepting(connections=203, silent=200)  # a flood of silent connections, 3 real
+    with socket.create_connection(listener.getsockname()):
+        accepting.accept(listener)
+    assert sum(waits) == pytest.approx(0.0006)
+    accepting.enqueued[0].sock.close()

@@ -18,13 +18,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from gunicorn_server import GunicornServer
+from gunicorn_server import GunicornServer, module_server
 from wine_quality.app.hooks import SECURITY_HEADERS
 from wine_quality.core.features import FEATURE_NAMES
 
@@ -47,20 +46,12 @@ BROKEN_CHUNKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(
-    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GunicornServer]:
-    running = GunicornServer.start(
-        small_model_dir,
-        tmp_path_factory.mktemp("hostile"),
-        GUNICORN_SHUTDOWN_DELAY="0",
-        GUNICORN_GRACEFUL_TIMEOUT="5",
-        GUNICORN_READ_TIMEOUT=str(READ_TIMEOUT),
-        WINE_QUALITY_MAX_BODY_BYTES=str(MAX_BODY),
-    )
-    yield running
-    running.stop()
+server = module_server(
+    "hostile",
+    GUNICORN_GRACEFUL_TIMEOUT="5",
+    GUNICORN_READ_TIMEOUT=str(READ_TIMEOUT),
+    WINE_QUALITY_MAX_BODY_BYTES=str(MAX_BODY),
+)
 
 
 def exchange(

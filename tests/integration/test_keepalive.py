@@ -11,12 +11,10 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from gunicorn_server import GunicornServer
+from gunicorn_server import GunicornServer, module_server
 from wine_quality.app.worker import KEEPALIVE_WAIT_SECONDS
 from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES
 
@@ -52,19 +50,11 @@ EXCHANGES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(
-    small_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GunicornServer]:
-    running = GunicornServer.start(
-        small_model_dir,
-        tmp_path_factory.mktemp("keepalive"),
-        GUNICORN_SHUTDOWN_DELAY="0",
-        GUNICORN_WORKERS="1",
-        GUNICORN_THREADS="2",
-    )
-    yield running
-    running.stop()
+server = module_server(
+    "keepalive",
+    GUNICORN_WORKERS="1",
+    GUNICORN_THREADS="2",
+)
 
 
 class Connection:

@@ -270,6 +270,7 @@ GUNICORN_WORKERS: {{ .Values.gunicorn.workers | int | quote }}
 GUNICORN_WORKER_CLASS: {{ .Values.gunicorn.workerClass | quote }}
 GUNICORN_THREADS: {{ .Values.gunicorn.threads | int | quote }}
 GUNICORN_READ_TIMEOUT: {{ .Values.gunicorn.readTimeout | int | quote }}
+GUNICORN_WRITE_TIMEOUT: {{ .Values.gunicorn.writeTimeout | int | quote }}
 GUNICORN_TIMEOUT: {{ .Values.gunicorn.timeout | int | quote }}
 GUNICORN_GRACEFUL_TIMEOUT: {{ .Values.gunicorn.gracefulTimeout | int | quote }}
 GUNICORN_SHUTDOWN_DELAY: {{ .Values.gunicorn.shutdownDelay | int | quote }}

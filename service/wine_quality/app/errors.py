@@ -14,7 +14,7 @@ from flask import Flask, Response, jsonify, request
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
-from wine_quality.app.hooks import mark_unhandled
+from wine_quality.app.hooks import mark_connection_close, mark_unhandled
 from wine_quality.app.inputs import InputError
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def error_response(error: APIError) -> Response:
     response.status_code = error.status
     if error.close:
         response.headers["Connection"] = "close"
+        mark_connection_close()
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
     return response

@@ -3,8 +3,8 @@
     gunicorn -c python:wine_quality.app.gunicorn_conf 'wine_quality.app:create_app()'
 
 - Listens on $BIND_ADDRESS:$PORT with $GUNICORN_WORKERS workers of $GUNICORN_THREADS threads each
-  (the service's gthread worker: a slow client costs one idle thread, at most
-  $GUNICORN_READ_TIMEOUT seconds; wine_quality.app.worker).
+  (the service's gthread worker: a client slow to send or to read costs one idle thread, at most
+  $GUNICORN_READ_TIMEOUT or $GUNICORN_WRITE_TIMEOUT seconds; wine_quality.app.worker).
 - Trusts X-Forwarded-Proto (the request is HTTPS) only from $FORWARDED_ALLOW_IPS.
 - Without $WINE_QUALITY_SECRET_KEY the master makes a random one at start, shared by its workers.
 - One model per pod: the master loads and verifies the model once before it forks; every worker,
@@ -50,7 +50,8 @@ workers = integer("GUNICORN_WORKERS")
 # prometheus_client before it set its directory
 worker_class = gunicorn_worker_class(choice("GUNICORN_WORKER_CLASS", WORKER_CLASSES))
 threads = integer("GUNICORN_THREADS")
-integer("GUNICORN_READ_TIMEOUT")  # fails fast on a bad value; the workers read it
+integer("GUNICORN_READ_TIMEOUT")  # fail fast on a bad value; the workers read them
+integer("GUNICORN_WRITE_TIMEOUT")
 # Proxies whose X-Forwarded-Proto makes a request HTTPS (HSTS, the Secure cookie flag).
 forwarded_allow_ips = raw("FORWARDED_ALLOW_IPS")
 timeout = integer("GUNICORN_TIMEOUT")

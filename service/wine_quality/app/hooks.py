@@ -19,6 +19,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_KEY = "wine_quality.request_id"  # in the WSGI environ
 STARTED_KEY = "wine_quality.started"  # time.perf_counter() when the request reached the app
 UNHANDLED_KEY = "wine_quality.unhandled"  # set when a catch-all error handler answered
+CLOSE_KEY = "wine_quality.close"  # set when the answer ends the connection (worker.py)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -73,6 +74,13 @@ def mark_unhandled() -> None:
     """Record that the current request ended in an unexpected exception (the catch-all error
     handlers call it; metrics.HttpMetrics counts it)."""
     request.environ[UNHANDLED_KEY] = True
+
+
+def mark_connection_close() -> None:
+    """Ask the server to close the connection after the current answer (an unread body is left
+    behind). gunicorn ignores a Connection header set by the app; the service's worker reads this
+    mark instead (wine_quality.app.worker.ConnectionCloser)."""
+    request.environ[CLOSE_KEY] = True
 
 
 def was_unhandled(environ: dict[str, Any]) -> bool:

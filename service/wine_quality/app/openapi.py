@@ -179,7 +179,10 @@ def _schemas(settings: Settings, fixed: dict[str, Any]) -> dict[str, Any]:
 def _predict_paths(settings: Settings) -> dict[str, Any]:
     csv_help = (
         f"Header row of feature names (either spelling, any order; a `quality` column is "
-        f"ignored), ',' or ';' separated, at most {settings.max_batch_rows} rows."
+        f"ignored), ',' or ';' separated, at most {settings.max_batch_rows} rows. A cell is a "
+        "plain decimal number (ASCII digits, optional sign, decimal point and exponent, spaces "
+        "or tabs around); anything else, such as `3_4`, full-width digits or non-breaking "
+        "spaces, is a 422 naming its line and column."
     )
     predict = {
         "summary": "Predict the quality of one wine, a JSON batch or a CSV batch",
@@ -225,7 +228,7 @@ def _predict_paths(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
-            **_errors("Error", 400, 408, 413, 415, 422, 503),
+            **_errors("Error", 400, 408, 411, 413, 415, 422, 503),
         },
     }
     return {
@@ -257,10 +260,13 @@ _MODEL_VERSION_PARAMETER = {
 _INFER_HELP = (
     f"Open Inference Protocol v2. Either one FP32/FP64 input of shape [N, {len(FEATURES)}] "
     f"whose columns are, in order: {', '.join(FEATURE_NAMES)}; or {len(FEATURES)} inputs of "
-    "shape [N] named after the features (either spelling). Outputs: `quality` (FP64), "
-    "`grade` (INT64) and the prediction interval's bounds `quality_low` and `quality_high` "
-    "(FP64, its level in the tensors' `parameters.level`), shape [N]; `outputs` selects some. "
-    f"The model name is `{MODEL_NAME}`; its version is in the "
+    "shape [N] named after the features (either spelling). A tensor's `data` is row-major: flat "
+    "(as many numbers as the shape holds) or nested exactly as the shape says (one array level "
+    "per dimension, each of that dimension's length); any other nesting is a 400 naming the "
+    "input. Outputs: `quality` (FP64), `grade` (INT64) and the prediction interval's bounds "
+    "`quality_low` and `quality_high` (FP64, its level in the tensors' `parameters.level`), "
+    "shape [N]; `outputs` selects some. An input name or an output given twice is a 400 naming "
+    f"it. The model name is `{MODEL_NAME}`; its version is in the "
     "model metadata. Content-Type: JSON, or none (read as JSON, as tritonclient sends none); "
     "the binary tensor data extension (Inference-Header-Content-Length) is supported for inputs "
     "and, with `parameters.binary_data`, for outputs."

@@ -1,7 +1,15 @@
 """Read a request body within the service's limit, whatever its framing.
 
-Every route that takes a body reads it here, never through `request.get_data()`:
+Every route that takes a body reads it here, never through `request.get_data()`; the 411 and
+415 answers come before a byte of it is read:
 
+- a body of unknown length (neither Content-Length nor Transfer-Encoding: chunked) is 411 naming
+  both: HTTP ends such a request at its headers, so its body would be read as the next request
+  (the connection is closed; Content-Length: 0 is an empty body, not a 411);
+- a body in a coding the service does not decode is 415 naming it: a Content-Encoding other than
+  identity, a transfer coding other than chunked (`Transfer-Encoding: gzip, chunked`), a media
+  type's charset other than UTF-8 (`utf-8` or `utf8` in any case, or US-ASCII, its subset; no
+  charset is UTF-8 too);
 - over WINE_QUALITY_MAX_BODY_BYTES is 413, for a Content-Length body before a byte is read, and for
   a chunked body as soon as the limit is passed (never a body cut at the limit and parsed);
 - broken framing (an invalid chunk size, a missing chunk terminator, a bad trailer, a body shorter
@@ -11,18 +19,25 @@ Every route that takes a body reads it here, never through `request.get_data()`:
 
 The body is read in pieces into one buffer, so a body costs its own size in memory and no more.
 
-Memory per worker is bounded by how many large bodies it holds at once, not by its threads: a
-body over LARGE_BODY_BYTES (or chunked, its size unknown) takes one of LARGE_BODY_SLOTS slots
-before a byte is read and keeps it until the answer is built (parsing and predicting a
-10,000-row batch costs about 20 MiB whatever the body's size). A request that finds every slot
-taken waits up to SLOT_WAIT_SECONDS, then gets 503 with Retry-After; small requests and slow
-clients never wait for a slot.
+Memory per worker: each of its GUNICORN_THREADS threads holds at most one body, of at most
+WINE_QUALITY_MAX_BODY_BYTES (1x its size), while it is received or waits for a slot; and at most
+LARGE_BODY_SLOTS bodies over LARGE_BODY_BYTES are parsed and predicted at a time, each adding the
+parse's own cost (about 20 MiB for a 10,000-row batch, about 0.3x the body for the worst bodies
+at the limit). So a worker holds at most GUNICORN_THREADS bodies plus LARGE_BODY_SLOTS parses:
+16 x 8 MiB + 2 parses with the defaults (156 to 165 MiB above idle measured with 16 bodies of
+8 MiB at once: README, "Slow and hostile clients"). A slot is taken only once the whole body
+has arrived, and kept until the answer is built (parsing, predicting, building it: bounded CPU
+work, never a wait on a client), so slow uploaders cannot hold one. A request that finds every
+slot taken waits up to SLOT_WAIT_SECONDS, then gets 503 with Retry-After: the worker is really
+overloaded. Bodies of at most LARGE_BODY_BYTES never wait for a slot.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from flask import g, request, request_tearing_down
 from gunicorn.http.errors import NoMoreData, ParseException
@@ -33,6 +48,7 @@ READ_SIZE = 256 * 1024
 LARGE_BODY_BYTES = 64 * 1024
 LARGE_BODY_SLOTS = 2
 SLOT_WAIT_SECONDS = 5.0
+UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})  # ASCII text is UTF-8
 _large_bodies = threading.BoundedSemaphore(LARGE_BODY_SLOTS)
 
 
@@ -40,7 +56,7 @@ class Busy(APIError):
     def __init__(self) -> None:
         super().__init__(
             503,
-            f"this worker is reading {LARGE_BODY_SLOTS} large bodies already; retry in a moment",
+            f"this worker is parsing {LARGE_BODY_SLOTS} large bodies already; retry in a moment",
             "busy",
             close=True,
             retry_after=1,
@@ -70,19 +86,97 @@ class BodyTooLarge(APIError):
         )
 
 
+class LengthRequired(APIError):
+    def __init__(self) -> None:
+        super().__init__(
+            411,
+            "the request has neither Content-Length nor Transfer-Encoding: chunked, so its body "
+            "cannot be read; send Content-Length or Transfer-Encoding: chunked "
+            "(Content-Length: 0 for an empty body)",
+            "length_required",
+            close=True,
+        )
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 64 else value[:64] + "..."
+
+
+def _codings(value: str) -> list[str]:
+    """The codings of a Content-Encoding or Transfer-Encoding value, lower case, in order."""
+    if not value:  # the common case
+        return []
+    return [c.split(";", 1)[0].strip().lower() for c in value.split(",") if c.strip()]
+
+
+def _unsupported_encoding(header: str, coding: str, remedy: str) -> APIError:
+    return APIError(
+        415,
+        f"{header} {_shown(coding)} is not supported; {remedy}",
+        "unsupported_encoding",
+        close=True,
+    )
+
+
+def _is_chunked(environ: Mapping[str, Any]) -> bool:
+    """Whether the body is chunked; 415 for a transfer coding other than chunked (gunicorn passes
+    `gzip, chunked` on, dechunked but still compressed)."""
+    value = environ.get("HTTP_TRANSFER_ENCODING")
+    if not value:  # the common case
+        return False
+    codings = _codings(value)
+    for coding in codings:
+        if coding not in ("chunked", "identity"):
+            raise _unsupported_encoding(
+                "Transfer-Encoding",
+                coding,
+                "send the body uncompressed, with Transfer-Encoding: chunked alone or a "
+                "Content-Length",
+            )
+    return "chunked" in codings
+
+
+def _check_codings(environ: Mapping[str, Any]) -> None:
+    """415 for a Content-Encoding other than identity, or a charset other than UTF-8."""
+    for coding in _codings(environ.get("HTTP_CONTENT_ENCODING") or ""):
+        if coding != "identity":
+            raise _unsupported_encoding("Content-Encoding", coding, "send the body uncompressed")
+    if ";" not in environ.get("CONTENT_TYPE", ""):  # no parameters, so no charset
+        return
+    charset = request.mimetype_params.get("charset")
+    if charset is not None and charset.lower() not in UTF8_CHARSETS:
+        raise APIError(
+            415,
+            f"the Content-Type's charset {_shown(charset)!r} is not supported; send UTF-8 "
+            "(charset=utf-8, or no charset)",
+            "unsupported_charset",
+            close=True,
+        )
+
+
 def read_body(limit: int) -> bytes:
-    """The whole body, at most `limit` bytes; raises BodyTooLarge or the framing APIError."""
-    length = request.content_length
+    """The whole body, at most `limit` bytes; raises LengthRequired (411), the 415 of an
+    unsupported coding or charset, BodyTooLarge (413), the framing APIError (400, 408), or Busy
+    (503) when a body over LARGE_BODY_BYTES finds no parsing slot."""
+    environ = request.environ
+    chunked = _is_chunked(environ)
+    length = None if chunked else request.content_length
+    if length is None and not (chunked and environ.get("wsgi.input_terminated")):
+        # no framing, or a chunked body on a server that does not end the stream at its end
+        raise LengthRequired()
+    _check_codings(environ)
     if length is not None and length > limit:
         raise BodyTooLarge(limit)
-    environ = request.environ
     stream = environ.get("wsgi.input")
-    if stream is None:
+    if stream is None or length == 0:
         return b""
-    if length is None and not environ.get("wsgi.input_terminated"):
-        return b""  # neither a length nor a server that ends the stream: no body (WSGI)
-    if length is None or length > LARGE_BODY_BYTES:
+    body = _read(stream, limit, length)
+    if len(body) > LARGE_BODY_BYTES:  # received whole: the slot covers the CPU work alone
         _take_large_body_slot()
+    return body
+
+
+def _read(stream: Any, limit: int, length: int | None) -> bytes:
     wanted = limit + 1 if length is None else length
     buffer = io.BytesIO()
     try:

@@ -105,15 +105,23 @@ SETTINGS: tuple[Setting, ...] = (
         "GUNICORN_THREADS",
         "16",
         "Threads per gthread worker: requests (slow clients included) one worker reads at once. "
-        "Idle keep-alive connections take no thread. Memory does not grow with them: at most 2 "
-        "large bodies (over 64 KiB, or chunked) per worker are read at a time, others wait up to "
-        "5 s, then get 503 with Retry-After.",
+        "Idle keep-alive connections take no thread. Memory grows with them: each thread holds "
+        "at most one body (up to WINE_QUALITY_MAX_BODY_BYTES, its own size) while it arrives, "
+        "and a worker parses at most 2 received bodies over 64 KiB at a time (others wait up to "
+        "5 s, then get 503 with Retry-After); so a worker holds at most GUNICORN_THREADS bodies "
+        "plus 2 parses (about 20 MiB each): 16 x 8 MiB + 40 MiB with the defaults.",
     ),
     Setting(
         "GUNICORN_READ_TIMEOUT",
         "10",
         "Seconds a client gets to send a request's line, headers and body once a thread has "
         "picked it up (gthread); slower requests get 408 and the connection is closed.",
+    ),
+    Setting(
+        "GUNICORN_WRITE_TIMEOUT",
+        "10",
+        "Seconds a client gets to take an answer from its first byte on (gthread); a client "
+        "that reads slower, or not at all, is disconnected and its thread freed.",
     ),
     Setting(
         "GUNICORN_TIMEOUT",

@@ -8,11 +8,16 @@ instead of a worker. But once its first byte has arrived, gthread reads the requ
 blocking socket and no overall limit, so enough trickling clients still take every thread. This
 worker adds that limit: from the moment a thread picks up a connection, the request line, the
 headers and the body must arrive within GUNICORN_READ_TIMEOUT seconds; otherwise the client gets
-408 and the connection is closed. A stalled pod is thus impossible: at worst new requests wait
-behind GUNICORN_THREADS slow clients per worker for GUNICORN_READ_TIMEOUT seconds.
-(gevent would multiplex the connections too, but the work here is CPU-bound Python and ONNX:
-monkey-patching buys nothing and brings its own risks; a buffering proxy in the pod is the
-alternative for clients slower than the read timeout allows.)
+408 and the connection is closed. Likewise an answer must be taken within GUNICORN_WRITE_TIMEOUT
+seconds from its first byte, or the connection is reset: a client that never reads cannot keep a
+thread either. A new connection waits in the poller, without a thread, until it sends its first
+bytes (gthread gives it a thread that waits up to 5 s: a few dozen silent connections delayed
+every request by seconds), and is closed if it sends nothing within GUNICORN_READ_TIMEOUT.
+The bound: each client that trickles its request or its reading holds one thread for at most
+those timeouts, and requests to a worker wait only when more such clients than GUNICORN_THREADS
+are at it at once. (gevent would multiplex the connections too, but the work here is CPU-bound
+Python and ONNX: monkey-patching buys nothing and brings its own risks; a buffering proxy in the
+pod is the alternative for clients slower than the timeouts allow, or more numerous.)
 
 Accepting: the workers of a pod share one listening socket, and a worker that wakes first drains
 its queue, one connection per loop turn, faster than a second worker wakes. A client that opens
@@ -37,47 +42,83 @@ the head until the body's first write and sends both at once (one segment, one w
 client), and sends a held head before anything else happens on the socket. The answers' Date
 header is formatted once a second (DateHeader), not once per answer.
 
-gunicorn's own error answers (a malformed request line or header, 414, 431, 408) carry the
-service's security headers and its JSON error shape, like every answer of the app.
+Closing: gunicorn ignores a Connection header set by the application; an answer the app marks
+as ending the connection (hooks.mark_connection_close: 413, broken framing, 408) closes it, and
+so does one to an `Expect: 100-continue` request whose body was never read: its `100 Continue`
+is sent only when the app reads the body. A connection that ends after an answer lingers in the
+poller until the client closes its end (at most 2 s), never in a thread or the main loop.
+
+gunicorn's own error answers (a malformed request line or header, 414, 431, 408, an unknown
+transfer coding) carry the service's security headers and its JSON error shape, like every answer
+of the app, and are never a 5xx.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import http
 import json
 import select
+import selectors
 import socket
+import struct
 import threading
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http.errors import UnsupportedTransferCoding
 from gunicorn.workers.gthread import ThreadWorker
 
 from wine_quality.app.errors import RequestReadTimeout
-from wine_quality.app.hooks import SECURITY_HEADERS
+from wine_quality.app.hooks import CLOSE_KEY, SECURITY_HEADERS
 from wine_quality.app.settings import integer
 
 ACCEPT_BACKOFF_SECONDS = 0.0002
 MAX_BACKOFF_CONNECTIONS = 8
 KEEPALIVE_WAIT_SECONDS = 0.01
 COMBINED_WRITE_BYTES = 64 * 1024  # a larger body goes in its own write, not copied behind the head
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER_SECONDS = 2.0  # gunicorn's close_graceful defaults
+LINGER_DRAIN_BYTES = 64 * 1024
+_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and drops unsent data
+
+
+class WriteTimeout(ConnectionResetError):
+    """The client did not take the answer within GUNICORN_WRITE_TIMEOUT. A connection reset to
+    gunicorn, which then closes the connection without logging a traceback."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(errno.ECONNRESET, f"answer not taken within {seconds:g} s")
 
 
 class ClientSocket:
     """A client socket whose reads fail with RequestReadTimeout once `deadline` has passed
-    (time.monotonic()); None means no deadline. After `hold_next_write()` its next write (the
-    response head) waits for the one after it, or for any other use of the socket.
+    (time.monotonic(); None: no deadline) and whose writes of one answer fail with WriteTimeout
+    once `write_timeout` seconds have passed since its first byte. After `hold_next_write()` its
+    next write (the response head) waits for the one after it, or for any other use of the
+    socket. gunicorn's `100 Continue` waits for the application's first read of the body, and
+    is never sent when the answer comes first (`decline_continue`).
     Everything else is the socket's own."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, write_timeout: float | None = None) -> None:
         self._sock = sock
-        self._plain = type(sock) is socket.socket  # not TLS: recv takes flags
+        self._plain = type(sock) is socket.socket  # not TLS: recv and send take flags
         self._hold = False
         self._held = b""
+        self._continue = False
         self.deadline: float | None = None
+        self.write_timeout = write_timeout
+        self._write_deadline: float | None = None
+        self.aborted = False
 
     def recv(self, size: int, flags: int = 0) -> bytes:
+        if self._continue:  # the application reads the body: invite the client to send it
+            self._continue = False
+            self._send(CONTINUE)
         self.flush()
         if self.deadline is None:
             return self._sock.recv(size, flags)
@@ -95,24 +136,77 @@ class ClientSocket:
         finally:
             self._sock.settimeout(None)
 
+    def send(self, data: bytes, flags: int = 0) -> int:
+        if data == CONTINUE:  # gunicorn's answer to Expect: 100-continue, sent before the app ran
+            self._continue = True
+            return len(data)
+        self.flush()
+        return self._sock.send(data, flags)
+
+    def decline_continue(self) -> bool:
+        """Whether a `100 Continue` was still waiting (the answer came before any read of the
+        body, which the client may or may not send now); it is dropped."""
+        waiting, self._continue = self._continue, False
+        return waiting
+
     def hold_next_write(self) -> None:
         self._hold = True
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
+        self._continue = False  # an answer is final: never invite the body after it
         if self._hold:
             self._hold, self._held = False, bytes(data)
             return
         if self._held and len(data) <= COMBINED_WRITE_BYTES:
             data, self._held = self._held + data, b""
         self.flush()
-        self._sock.sendall(data, flags)
+        self._send(data, flags)
 
     def flush(self) -> None:
         """Send a held write; stop holding the next one."""
         self._hold = False
         if self._held:
             held, self._held = self._held, b""
-            self._sock.sendall(held)
+            self._send(held)
+
+    def end_answer(self) -> None:
+        """The answer is written: the next one gets its own write timeout."""
+        self._write_deadline = None
+        self._continue = False
+
+    def _send(self, data: bytes, flags: int = 0) -> None:
+        if self.write_timeout is None:
+            self._sock.sendall(data, flags)
+            return
+        if self._write_deadline is None:
+            self._write_deadline = time.monotonic() + self.write_timeout
+        if self._plain:  # the common case: the kernel takes it all at once, no timeout needed
+            try:
+                sent = self._sock.send(data, flags | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        remaining = self._write_deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            self._sock.settimeout(remaining)
+            try:
+                self._sock.sendall(data, flags)
+            finally:
+                self._sock.settimeout(None)
+        except TimeoutError:
+            self._abort()
+            raise WriteTimeout(self.write_timeout) from None
+
+    def _abort(self) -> None:
+        """Make the coming close() a reset that drops the unsent answer from the kernel's
+        buffer, instead of a close that keeps it until the client reads or the kernel gives up."""
+        self.aborted = True
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
 
     # What gunicorn calls around every request, defined here rather than found through
     # __getattr__ (which Python reaches only after building an AttributeError).
@@ -148,10 +242,46 @@ def error_page(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     body = json.dumps(
         {"error": {"status": status_int, "code": _code(status_int), "message": mesg or reason}}
     ).encode()
-    head = [f"HTTP/1.1 {status_int} {reason}", "Connection: close"]
+    head = [f"HTTP/1.1 {status_int} {_phrase(status_int, reason)}", "Connection: close"]
     head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     head += [f"{name}: {value}" for name, value in SECURITY_HEADERS.items()]
     util.write_nonblock(sock, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+
+
+def _phrase(status: int, reason: str) -> str:
+    """The standard reason phrase of `status` (gunicorn passes "Bad Request" with other codes)."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return reason
+
+
+class ConnectionCloser:
+    """The worker's WSGI application: the app, and the connection closed after its answer when
+    the app marked it (hooks.mark_connection_close: gunicorn drops the app's own Connection
+    header) or answered an `Expect: 100-continue` request without reading the body, which the
+    client may then send or not (RFC 9110, 10.1.1): the connection cannot be read reliably."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        result = self.app(environ, start_response)
+        sock = environ.get("gunicorn.socket")
+        declined = isinstance(sock, ClientSocket) and sock.decline_continue()
+        if declined or environ.get(CLOSE_KEY):
+            # gthread passes its Response's start_response; the head is not written yet
+            start_response.__self__.force_close()
+        return result
+
+
+def _asks_to_close(req: Any) -> bool:
+    """Whether any Connection header of the request carries the `close` option (gunicorn reads
+    only a first header that is exactly "close" or "keep-alive")."""
+    for name, value in req.headers:
+        if name == "CONNECTION" and "close" in (t.strip(" \t").lower() for t in value.split(",")):
+            return True
+    return False
 
 
 class DateHeader:
@@ -179,31 +309,60 @@ def _code(status: int) -> str:
 
 
 class ServiceWorker(ThreadWorker):
-    """gthread with a per-request read deadline (GUNICORN_READ_TIMEOUT), an accept that leaves
-    new connections to idle workers first, threads that serve their kept-alive connection's next
-    request themselves while another thread is free, and one write per small response."""
+    """gthread with a per-request read deadline (GUNICORN_READ_TIMEOUT) and write timeout
+    (GUNICORN_WRITE_TIMEOUT), new connections waiting in the poller until they send, an accept
+    that leaves new connections to idle workers first, threads that serve their kept-alive
+    connection's next request themselves while another thread is free, one write per small
+    response, and closing connections that linger in the poller, not in a thread."""
 
     def init_process(self) -> None:
         self._read_timeout = integer("GUNICORN_READ_TIMEOUT")
-        # gunicorn writes its own error pages through this function (workers/base.py) and
-        # formats every answer's Date header with this one (http/wsgi.py)
+        self._write_timeout = integer("GUNICORN_WRITE_TIMEOUT")
+        # gunicorn writes its own error pages through this function (workers/base.py), formats
+        # every answer's Date header with this one (http/wsgi.py) and closes connections that
+        # end after an answer with this one (gthread.py)
         util.write_error = error_page
         if not isinstance(util.http_date, DateHeader):
             util.http_date = DateHeader(util.http_date)
+        util.close_graceful = self._close_lingering
+        self._main_thread = threading.get_ident()
+        self._lingering: dict[Any, list[float]] = {}  # socket -> [deadline, bytes drained]
         self._threads = self.cfg.threads
         self._threads_lock = threading.Lock()
         self._busy_threads = 0  # threads in handle(), serving or waiting for a next request
         super().init_process()
 
+    def run(self) -> None:
+        # wrapped after gunicorn's post_worker_init hook, which reads the Flask app's extensions
+        self.wsgi = ConnectionCloser(self.wsgi)
+        super().run()
+
     def accept(self, listener: Any) -> None:
-        if self.nr_conns:  # let an idle worker of the pod take it first
-            time.sleep(min(self.nr_conns, MAX_BACKOFF_CONNECTIONS) * ACCEPT_BACKOFF_SECONDS)
+        # let an idle worker of the pod take it first; connections that have sent nothing yet
+        # do not count (a flood of silent ones would slow down every accept)
+        active = self.nr_conns - len(self.pending_conns)
+        if active > 0:
+            time.sleep(min(active, MAX_BACKOFF_CONNECTIONS) * ACCEPT_BACKOFF_SECONDS)
         super().accept(listener)
 
     def enqueue_req(self, conn: Any) -> None:
         if not isinstance(conn.sock, ClientSocket):
-            conn.sock = ClientSocket(conn.sock)
+            conn.sock = ClientSocket(conn.sock, self._write_timeout)
+        if not conn.initialized and not conn.data_ready and self.alive:
+            self._wait_for_first_bytes(conn)
+            return
         super().enqueue_req(conn)
+
+    def _wait_for_first_bytes(self, conn: Any) -> None:
+        """A new connection waits in the poller, holding no thread, until it sends something;
+        one that sends nothing within GUNICORN_READ_TIMEOUT is closed (gthread's murder_pending).
+        gthread itself gives a new connection a thread that waits up to 5 s for its first bytes,
+        so a few dozen silent connections would delay every other request by seconds."""
+        conn.timeout = time.monotonic() + self._read_timeout
+        self.pending_conns.append(conn)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
+        )
 
     def handle(self, conn: Any) -> Any:
         with self._threads_lock:
@@ -234,20 +393,103 @@ class ServiceWorker(ThreadWorker):
         return _readable(conn.sock, KEEPALIVE_WAIT_SECONDS)
 
     def handle_request(self, req: Any, conn: Any) -> Any:
+        if req.version > (1, 1):  # answer as what the server is: HTTP/1.1 (RFC 9110, 6.2)
+            req.version = (1, 1)
+        if _asks_to_close(req):
+            req.must_close = True
         conn.sock.hold_next_write()
         try:
             return super().handle_request(req, conn)
+        except WriteTimeout:
+            self.log.info(
+                "answer to %s not taken within %s s: connection closed",
+                (conn.client or ("-",))[0],
+                self._write_timeout,
+            )
+            raise
         finally:
-            conn.sock.deadline = None  # the request is read; writing and draining are not bounded
-            conn.sock.flush()
+            conn.sock.deadline = None  # the request is read; the drain has gthread's own limit
+            with contextlib.suppress(OSError):
+                conn.sock.flush()
+            conn.sock.end_answer()
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        client_address = (addr or ("-",))[0]
         if isinstance(exc, RequestReadTimeout):
-            client_address = (addr or ("-",))[0]
             self.log.info(
                 "request from %s not read within %s s: 408", client_address, self._read_timeout
             )
             with contextlib.suppress(OSError):
                 error_page(client, 408, "Request Timeout", RequestReadTimeout.MESSAGE)
             return
+        if isinstance(exc, UnsupportedTransferCoding):
+            # gunicorn answers 501; a client's framing is a client error here, never a 5xx
+            self.log.warning("Invalid request from ip=%s: %s", client_address, exc)
+            with contextlib.suppress(OSError):
+                error_page(client, 400, "Bad Request", str(exc))
+            return
         super().handle_error(req, client, addr, exc)
+
+    # Closing. gthread closes a connection that ends after an answer with util.close_graceful
+    # (RFC 9112, 9.6: send FIN, then read what the client still sends, so that unread bytes do
+    # not turn the close into a reset that could destroy the answer). It does that on the
+    # worker's main thread, blocking it up to 2 s while the client keeps its end open: a client
+    # sending "Connection: close" requests and never closing stalled the whole worker. Here the
+    # half-closed socket waits in the poller instead.
+
+    def _close_lingering(
+        self, sock: Any, timeout: float = LINGER_SECONDS, max_drain: int = LINGER_DRAIN_BYTES
+    ) -> None:
+        if getattr(sock, "aborted", False):  # a write timed out: reset, drop the unsent answer
+            util.close(sock)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            util.close(sock)
+            return
+        deadline = time.monotonic() + timeout
+        if threading.get_ident() == self._main_thread:
+            self._linger(sock, deadline)
+        else:  # the poller belongs to the main thread
+            self.method_queue.defer(self._linger, sock, deadline)
+
+    def _linger(self, sock: Any, deadline: float) -> None:
+        if len(self._lingering) >= self.worker_connections:
+            util.close(sock)
+            return
+        try:
+            self.poller.register(sock, selectors.EVENT_READ, partial(self._drain_lingering, sock))
+        except (OSError, ValueError, KeyError):
+            util.close(sock)
+            return
+        self._lingering[sock] = [deadline, 0]
+
+    def _drain_lingering(self, sock: Any, _fileobj: Any = None) -> None:
+        try:
+            data = sock.recv(LINGER_DRAIN_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        entry = self._lingering.get(sock)
+        if entry is None:
+            return
+        entry[1] += len(data)
+        if not data or entry[1] >= LINGER_DRAIN_BYTES:
+            self._end_linger(sock)
+
+    def _end_linger(self, sock: Any) -> None:
+        self._lingering.pop(sock, None)
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.poller.unregister(sock)
+        util.close(sock)
+
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        for sock, (deadline, _) in list(self._lingering.items()):
+            if deadline > now:
+                break  # in the order they started, all with the same linger time
+            self._end_linger(sock)

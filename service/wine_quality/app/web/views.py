@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import PurePath
 from typing import IO, Any
 
@@ -117,11 +118,15 @@ def _posted_form(current: ServiceState, limit: int) -> tuple[MultiDict, MultiDic
         stream_factory=_in_memory,
         max_content_length=limit,
         max_form_memory_size=MAX_FORM_FIELD_BYTES,
+        silent=False,  # a broken body is named below, not read as an empty form
         max_form_parts=MAX_FORM_PARTS,
     )
-    _, form, files = parser.parse(
-        io.BytesIO(body), request.mimetype, len(body), request.mimetype_params
-    )
+    try:
+        _, form, files = parser.parse(
+            io.BytesIO(body), request.mimetype, len(body), request.mimetype_params
+        )
+    except ValueError:
+        raise PageError(400, "The form could not be read", _unreadable_form(body)) from None
     try:
         csrf.check_form(current.settings.secret_key, form)
     except csrf.CSRFError as exc:
@@ -129,10 +134,37 @@ def _posted_form(current: ServiceState, limit: int) -> tuple[MultiDict, MultiDic
     return form, files
 
 
+def _unreadable_form(body: bytes) -> str:
+    """Why werkzeug could not parse a posted form, in a user's words."""
+    if request.mimetype != "multipart/form-data":
+        return "The form data is not UTF-8 text. Reload the page and send the form again."
+    boundary = request.mimetype_params.get("boundary", "")
+    delimiter = b"--" + boundary.encode("utf-8", "replace")
+    if not boundary:
+        problem = "its Content-Type header has no boundary parameter"
+    elif not boundary.isascii():
+        problem = "the boundary in its Content-Type header is not ASCII"
+    elif delimiter not in body:
+        problem = "no parts found: the body never holds the boundary its Content-Type names"
+    elif not re.search(rb"(?:^|[\r\n])" + re.escape(delimiter) + b"--", body):
+        problem = "the body is truncated: it ends before the closing boundary"
+    else:
+        problem = (
+            "a part is malformed (each needs a Content-Disposition header, then a blank line "
+            "before its content)"
+        )
+    return (
+        f"The upload is not a well-formed multipart/form-data body: {problem}. "
+        "Reload the page and send the form again."
+    )
+
+
 def _read_body(limit: int) -> bytes:
     try:
         return read_body(limit)
     except APIError as exc:
+        if exc.close:  # the body is left unread: the connection cannot carry another request
+            hooks.mark_connection_close()
         if exc.status == 413:
             raise RequestEntityTooLarge() from None
         raise PageError(exc.status, "The request could not be read", exc.message) from None

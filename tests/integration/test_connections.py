@@ -1,0 +1,286 @@
+"""Connections that hold on to the server, against the real gunicorn server, with raw sockets.
+
+- connections that never send a byte wait in the worker's poller, not in a thread, and are closed
+  after GUNICORN_READ_TIMEOUT;
+- a client that never reads its answer loses it after GUNICORN_WRITE_TIMEOUT, and its thread is
+  free again;
+- a client that keeps its end open after a "Connection: close" answer does not stall the worker;
+- answers that end the connection (413, broken framing, an Expect: 100-continue request answered
+  without its body, "close" among the client's Connection options) say so and close it;
+- `Expect: 100-continue` is answered with 100 only when the body is read;
+- HTTP versions above 1.1 are answered as HTTP/1.1; an unknown transfer coding is a 400.
+One worker with two threads, so that a few connections are enough to take every thread; every loop
+is bounded in connections and seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+
+import pytest
+import requests
+
+from gunicorn_server import GunicornServer, module_server
+from wine_quality.core.features import FEATURE_NAMES
+
+pytestmark = pytest.mark.slow
+
+THREADS = 2
+READ_TIMEOUT = 3
+WRITE_TIMEOUT = 2
+MAX_BODY = 2_000_000
+BIG_BATCH_ROWS = 30_000
+ROW = {
+    "fixed_acidity": 7.4,
+    "volatile_acidity": 0.7,
+    "citric_acid": 0.0,
+    "residual_sugar": 1.9,
+    "chlorides": 0.076,
+    "free_sulfur_dioxide": 11.0,
+    "total_sulfur_dioxide": 34.0,
+    "density": 0.9978,
+    "ph": 3.51,
+    "sulphates": 0.56,
+    "alcohol": 9.4,
+}
+SINGLE = json.dumps(ROW).encode()
+
+
+server = module_server(
+    "connections",
+    GUNICORN_WORKERS="1",
+    GUNICORN_THREADS=str(THREADS),
+    GUNICORN_GRACEFUL_TIMEOUT="5",
+    GUNICORN_READ_TIMEOUT=str(READ_TIMEOUT),
+    GUNICORN_WRITE_TIMEOUT=str(WRITE_TIMEOUT),
+    WINE_QUALITY_MAX_BODY_BYTES=str(MAX_BODY),
+    WINE_QUALITY_MAX_BATCH_ROWS=str(BIG_BATCH_ROWS),
+)
+
+
+def connect(server: GunicornServer, timeout: float = 10) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+
+
+def read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
+    """Everything the server sends within `seconds`, and whether it closed the connection."""
+    data = b""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        try:
+            piece = sock.recv(65536)
+        except TimeoutError:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+        if not piece:
+            return data, True
+        data += piece
+    return data, False
+
+
+def head_of(data: bytes) -> tuple[str, dict[str, str]]:
+    head = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    headers = {}
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return head[0], headers
+
+
+def timed_readyz(server: GunicornServer, timeout: float = 30) -> float:
+    started = time.monotonic()
+    assert requests.get(f"{server.url}/readyz", timeout=timeout).status_code == 200
+    return time.monotonic() - started
+
+
+def predict_request(body: bytes, extra: str = "", content_type: str = "application/json") -> bytes:
+    head = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+def test_connections_that_send_nothing_hold_no_thread(server: GunicornServer) -> None:
+    silent = [connect(server) for _ in range(100)]
+    try:
+        time.sleep(0.5)
+        waits = [timed_readyz(server) for _ in range(3)]
+        print(f"100 silent connections: a normal request waited {max(waits):.3f} s at most")
+        assert max(waits) < 1.0, waits
+        # each is closed once it has sent nothing for the read timeout
+        closed = [read_until_closed(sock, READ_TIMEOUT + 3)[1] for sock in silent[:5]]
+        assert all(closed)
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def big_csv_request(rows: int) -> bytes:
+    values = ",".join(str(ROW[key]) for key in ROW)
+    body = (",".join(FEATURE_NAMES) + "\n" + (values + "\n") * rows).encode()
+    head = (
+        "POST /v1/predict?explain=1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+        f"Accept: text/csv\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_a_client_that_never_reads_its_answer_loses_it_after_the_write_timeout(
+    server: GunicornServer,
+) -> None:
+    # an answer of about 9 MB: more than the kernel's socket buffers take without a reader
+    request = big_csv_request(BIG_BATCH_ROWS)
+    readers = []
+    for _ in range(THREADS + 1):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(request)
+        readers.append(sock)
+    try:
+        time.sleep(1)
+        # Every thread is writing to a client that does not read: without a write timeout this
+        # request would never be answered.
+        wait = timed_readyz(server, timeout=30)
+        print(
+            f"{THREADS + 1} clients not reading their answers: a normal request waited {wait:.1f} s"
+        )
+        assert wait < 3 * (WRITE_TIMEOUT + 3)
+        data, closed = read_until_closed(readers[0], 10)
+        assert closed
+        assert data.startswith(b"HTTP/1.1 200")
+        assert len(data) < 9_000_000  # cut short, not the whole answer
+    finally:
+        for sock in readers:
+            sock.close()
+    assert f"not taken within {WRITE_TIMEOUT} s: connection closed" in server.logs()
+    assert "Traceback" not in server.logs()
+
+
+def test_clients_that_keep_their_end_open_after_close_do_not_stall_the_worker(
+    server: GunicornServer,
+) -> None:
+    lingering = []
+    try:
+        for _ in range(10):
+            sock = connect(server)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data, closed = read_until_closed(sock, 5)
+            assert data.startswith(b"HTTP/1.1 200") and closed  # the server's FIN
+            lingering.append(sock)  # but this end stays open
+        waits = [timed_readyz(server) for _ in range(3)]
+        print(f"10 clients keeping their end open: a normal request waited {max(waits):.3f} s")
+        assert max(waits) < 1.0, waits
+    finally:
+        for sock in lingering:
+            sock.close()
+
+
+def test_a_413_closes_the_connection_and_says_so(server: GunicornServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+        )
+        data, closed = read_until_closed(sock, 5)
+    status, headers = head_of(data)
+    assert status.startswith("HTTP/1.1 413")
+    assert headers["connection"] == "close"
+    assert closed  # without the client closing, and without waiting for the announced body
+
+
+def test_broken_framing_closes_the_connection_before_a_next_request(
+    server: GunicornServer,
+) -> None:
+    broken = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+    )
+    with connect(server) as sock:
+        sock.sendall(broken + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        data, closed = read_until_closed(sock, 5)
+    status, headers = head_of(data)
+    assert status.startswith("HTTP/1.1 400")
+    assert headers["connection"] == "close"
+    assert closed
+    assert data.count(b"HTTP/1.1 ") == 1  # the bytes after the broken body are not served
+
+
+def test_expect_100_continue_is_answered_only_when_the_body_is_read(
+    server: GunicornServer,
+) -> None:
+    expect = "Expect: 100-continue\r\n"
+    with connect(server) as sock:
+        sock.sendall(predict_request(SINGLE, expect)[: -len(SINGLE)])
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(SINGLE)
+        data = sock.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+
+    refused = {
+        "413": b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"{expect}Content-Length: {MAX_BODY + 1}\r\n\r\n".encode(),
+        "415": predict_request(SINGLE, expect, content_type="text/plain")[: -len(SINGLE)],
+    }
+    for expected, head in refused.items():
+        with connect(server) as sock:
+            sock.sendall(head)  # and wait for the invitation, which must not come
+            data, closed = read_until_closed(sock, 5)
+        status, headers = head_of(data)
+        assert status.startswith(f"HTTP/1.1 {expected}"), data[:200]
+        assert b"100 Continue" not in data
+        assert headers["connection"] == "close" and closed
+
+
+def test_close_among_the_connection_options_closes(server: GunicornServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n")
+        data, closed = read_until_closed(sock, 5)
+    assert head_of(data)[1]["connection"] == "close"
+    assert closed
+
+
+def test_a_later_http_version_is_answered_as_http_1_1(server: GunicornServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data, _ = read_until_closed(sock, 5)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:100]
+
+
+def test_an_unknown_transfer_coding_is_a_400_naming_it(server: GunicornServer) -> None:
+    with connect(server) as sock, contextlib.suppress(OSError):
+        sock.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: xchunked\r\n\r\n"
+        )
+        data, _ = read_until_closed(sock, 5)
+    status, headers = head_of(data)
+    assert status == "HTTP/1.1 400 Bad Request"
+    error = json.loads(data.partition(b"\r\n\r\n")[2])["error"]
+    assert error["code"] == "bad_request" and "xchunked" in error["message"]
+    assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_page_closes_the_connection_after_a_body_it_cannot_read(
+    server: GunicornServer,
+) -> None:
+    page = requests.get(server.url + "/", timeout=10)
+    cookie = f"wine_quality_csrf={page.cookies['wine_quality_csrf']}"
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            + f"Cookie: {cookie}\r\nContent-Encoding: gzip\r\nContent-Length: 10\r\n\r\n".encode()
+            + b"0123456789GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        data, closed = read_until_closed(sock, 5)
+    status, headers = head_of(data)
+    assert status.startswith("HTTP/1.1 415"), data[:300]
+    assert headers["connection"] == "close" and closed
+    assert data.count(b"HTTP/1.1 ") == 1
