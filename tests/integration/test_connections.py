@@ -1,7 +1,7 @@
 """Connections that hold on to the server, against the real gunicorn server, with raw sockets.
 
 - connections that never send a byte wait in the worker's poller, not in a thread, and are closed
-  after GUNICORN_READ_TIMEOUT;
+  after GUNICORN_READ_TIMEOUT, or 2 s after a stop began;
 - a client that never reads its answer loses it after GUNICORN_WRITE_TIMEOUT, and its thread is
   free again;
 - a client that keeps its end open after a "Connection: close" answer does not stall the worker;
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -284,3 +286,28 @@ def test_the_page_closes_the_connection_after_a_body_it_cannot_read(
     assert status.startswith("HTTP/1.1 415"), data[:300]
     assert headers["connection"] == "close" and closed
     assert data.count(b"HTTP/1.1 ") == 1
+
+
+def test_connections_that_send_nothing_do_not_delay_a_stop(
+    small_model_dir: Path, tmp_path: Path
+) -> None:
+    running = GunicornServer.start(
+        small_model_dir,
+        tmp_path,
+        GUNICORN_SHUTDOWN_DELAY="0",
+        GUNICORN_GRACEFUL_TIMEOUT="20",
+        GUNICORN_READ_TIMEOUT="30",
+    )
+    silent = [connect(running) for _ in range(5)]
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        running.process.wait(timeout=40)
+        waited = time.monotonic() - started
+    finally:
+        for sock in silent:
+            sock.close()
+        running.stop()
+    print(f"stop with 5 silent connections: {waited:.1f} s")
+    assert waited < 8  # the 2 s kept-alive connections get, not the 30 s read timeout

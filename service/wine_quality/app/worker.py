@@ -364,6 +364,13 @@ class ServiceWorker(ThreadWorker):
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
         )
 
+    def _cap_keepalive(self, deadline: float) -> None:
+        """On stop, gthread gives kept-alive connections until `deadline` (2 s) to send a last
+        request; connections that have sent nothing yet get no longer (not the read timeout)."""
+        super()._cap_keepalive(deadline)
+        for conn in self.pending_conns:
+            conn.timeout = min(conn.timeout, deadline)
+
     def handle(self, conn: Any) -> Any:
         with self._threads_lock:
             self._busy_threads += 1
