@@ -31,7 +31,7 @@ from wine_quality.core.features import FEATURE_NAMES
 pytestmark = pytest.mark.slow
 
 THREADS = 2
-READ_TIMEOUT = 3
+READ_TIMEOUT = 4
 WRITE_TIMEOUT = 2
 MAX_BODY = 2_000_000
 BIG_BATCH_ROWS = 30_000
@@ -311,3 +311,47 @@ def test_connections_that_send_nothing_do_not_delay_a_stop(
         running.stop()
     print(f"stop with 5 silent connections: {waited:.1f} s")
     assert waited < 8  # the 2 s kept-alive connections get, not the 30 s read timeout
+
+
+def test_a_body_sent_along_with_expect_keeps_the_connection(server: GunicornServer) -> None:
+    """A client may send its body without waiting for 100 Continue: no 100 then, and the request
+    pipelined behind it is answered on the same connection."""
+    with connect(server) as sock:
+        sock.sendall(
+            predict_request(SINGLE, "Expect: 100-continue\r\n")
+            + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data, closed = read_until_closed(sock, 5)
+    assert data.count(b"HTTP/1.1 200 OK") == 2, data[:300]
+    assert b"100 Continue" not in data and closed
+
+
+def test_the_write_timeout_starts_with_the_answer_not_the_100_continue(
+    server: GunicornServer,
+) -> None:
+    """The upload after 100 Continue and the prediction take longer than the write timeout; the
+    answer (over 4 MB, more than one write) still arrives whole for a client that reads."""
+    request = big_csv_request(10_000).replace(b"Accept: text/csv\r\n", b"")
+    head, _, body = request.partition(b"\r\n\r\n")
+    with connect(server, timeout=20) as sock:
+        sock.sendall(head + b"\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        third = len(body) // 3
+        for start in (0, third, 2 * third):  # the body over 2.4 s, inside the read timeout
+            sock.sendall(body[start : start + third] if start < 2 * third else body[start:])
+            time.sleep(1.2 if start < 2 * third else 0)
+        data, _ = read_until_closed(sock, 20)
+    status, headers = head_of(data)
+    assert status.startswith("HTTP/1.1 200"), data[:200]
+    length = int(headers["content-length"])
+    assert length > 4_000_000
+    assert len(data.partition(b"\r\n\r\n")[2]) == length
+
+
+def test_a_path_outside_the_proxys_script_name_is_a_400(server: GunicornServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nSCRIPT_NAME: /elsewhere\r\n\r\n")
+        data, _ = read_until_closed(sock, 5)
+    status, _ = head_of(data)
+    assert status == "HTTP/1.1 400 Bad Request", data[:200]
+    assert "SCRIPT_NAME" in json.loads(data.partition(b"\r\n\r\n")[2])["error"]["message"]

@@ -45,11 +45,11 @@ header is formatted once a second (DateHeader), not once per answer.
 Closing: gunicorn ignores a Connection header set by the application; an answer the app marks
 as ending the connection (hooks.mark_connection_close: 413, broken framing, 408) closes it, and
 so does one to an `Expect: 100-continue` request whose body was never read: its `100 Continue`
-is sent only when the app reads the body. A connection that ends after an answer lingers in the
+is sent only when the app reads the body (and not at all when the client sent the body along). A connection that ends after an answer lingers in the
 poller until the client closes its end (at most 2 s), never in a thread or the main loop.
 
 gunicorn's own error answers (a malformed request line or header, 414, 431, 408, an unknown
-transfer coding) carry the service's security headers and its JSON error shape, like every answer
+transfer coding, a path outside a trusted proxy's SCRIPT_NAME) carry the service's security headers and its JSON error shape, like every answer
 of the app, and are never a 5xx.
 """
 
@@ -70,7 +70,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn import util
-from gunicorn.http.errors import UnsupportedTransferCoding
+from gunicorn.http.errors import ConfigurationProblem, UnsupportedTransferCoding
 from gunicorn.workers.gthread import ThreadWorker
 
 from wine_quality.app.errors import RequestReadTimeout
@@ -110,6 +110,7 @@ class ClientSocket:
         self._hold = False
         self._held = b""
         self._continue = False
+        self._sent_along = False
         self.deadline: float | None = None
         self.write_timeout = write_timeout
         self._write_deadline: float | None = None
@@ -118,7 +119,7 @@ class ClientSocket:
     def recv(self, size: int, flags: int = 0) -> bytes:
         if self._continue:  # the application reads the body: invite the client to send it
             self._continue = False
-            self._send(CONTINUE)
+            self._sock.sendall(CONTINUE)  # not the answer: its write timeout starts later
         self.flush()
         if self.deadline is None:
             return self._sock.recv(size, flags)
@@ -138,10 +139,16 @@ class ClientSocket:
 
     def send(self, data: bytes, flags: int = 0) -> int:
         if data == CONTINUE:  # gunicorn's answer to Expect: 100-continue, sent before the app ran
-            self._continue = True
+            self._continue = not self._sent_along
             return len(data)
         self.flush()
         return self._sock.send(data, flags)
+
+    def body_sent_along(self) -> None:
+        """The client sent more than the request's head without waiting for `100 Continue`
+        (its body, or a next request): none is sent (RFC 9110, 10.1.1: the server MAY omit it),
+        and the connection stays readable."""
+        self._sent_along = True
 
     def decline_continue(self) -> bool:
         """Whether a `100 Continue` was still waiting (the answer came before any read of the
@@ -172,7 +179,7 @@ class ClientSocket:
     def end_answer(self) -> None:
         """The answer is written: the next one gets its own write timeout."""
         self._write_deadline = None
-        self._continue = False
+        self._continue = self._sent_along = False
 
     def _send(self, data: bytes, flags: int = 0) -> None:
         if self.write_timeout is None:
@@ -404,6 +411,8 @@ class ServiceWorker(ThreadWorker):
             req.version = (1, 1)
         if _asks_to_close(req):
             req.must_close = True
+        if req._expected_100_continue and conn.parser.unreader.buf.getvalue():
+            conn.sock.body_sent_along()
         conn.sock.hold_next_write()
         try:
             return super().handle_request(req, conn)
@@ -429,8 +438,9 @@ class ServiceWorker(ThreadWorker):
             with contextlib.suppress(OSError):
                 error_page(client, 408, "Request Timeout", RequestReadTimeout.MESSAGE)
             return
-        if isinstance(exc, UnsupportedTransferCoding):
-            # gunicorn answers 501; a client's framing is a client error here, never a 5xx
+        if isinstance(exc, UnsupportedTransferCoding | ConfigurationProblem):
+            # gunicorn answers 501 to an unknown transfer coding, and 500 to a path outside the
+            # SCRIPT_NAME a trusted proxy sent: both come from the request, never a 5xx here
             self.log.warning("Invalid request from ip=%s: %s", client_address, exc)
             with contextlib.suppress(OSError):
                 error_page(client, 400, "Bad Request", str(exc))
