@@ -45,12 +45,13 @@ header is formatted once a second (DateHeader), not once per answer.
 Closing: gunicorn ignores a Connection header set by the application; an answer the app marks
 as ending the connection (hooks.mark_connection_close: 413, broken framing, 408) closes it, and
 so does one to an `Expect: 100-continue` request whose body was never read: its `100 Continue`
-is sent only when the app reads the body (and not at all when the client sent the body along). A connection that ends after an answer lingers in the
-poller until the client closes its end (at most 2 s), never in a thread or the main loop.
+is sent only when the app reads the body (and not at all when the client sent the body along).
+A connection that ends after an answer lingers in the poller until the client closes its end (at
+most 2 s), never in a thread or the main loop.
 
 gunicorn's own error answers (a malformed request line or header, 414, 431, 408, an unknown
-transfer coding, a path outside a trusted proxy's SCRIPT_NAME) carry the service's security headers and its JSON error shape, like every answer
-of the app, and are never a 5xx.
+transfer coding, a path outside a trusted proxy's SCRIPT_NAME) carry the service's security
+headers and its JSON error shape, like every answer of the app, and are never a 5xx.
 """
 
 from __future__ import annotations
