@@ -753,3 +753,22 @@ def test_the_batch_table_and_download_carry_the_interval(client, model, red_rows
     records = list(csv.DictReader(io.StringIO(base64.b64decode(link.group(1)).decode())))
     np.testing.assert_allclose([float(r["quality_low"]) for r in records], low, atol=1e-6)
     np.testing.assert_allclose([float(r["quality_high"]) for r in records], high, atol=1e-6)
+
+
+def test_an_upload_beyond_the_workers_parsing_slots_gets_503_with_retry_after(
+    client, red_csv, monkeypatch
+) -> None:
+    from wine_quality.app import requestbody
+
+    monkeypatch.setattr(requestbody, "SLOT_WAIT_SECONDS", 0.05)
+    for _ in range(requestbody.LARGE_BODY_SLOTS):  # other requests hold every slot
+        assert requestbody._large_bodies.acquire(timeout=1)
+    try:
+        response = upload(client, red_csv)  # about 100 KB: a large body
+    finally:
+        for _ in range(requestbody.LARGE_BODY_SLOTS):
+            requestbody._large_bodies.release()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "retry in a moment" in text_of(response)
+    assert upload(client, red_csv).status_code == 200

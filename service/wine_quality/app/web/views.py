@@ -55,11 +55,12 @@ MAX_FORM_PARTS = 32
 class PageError(Exception):
     """A request the page answers with a readable error page instead of a result."""
 
-    def __init__(self, status: int, title: str, message: str):
+    def __init__(self, status: int, title: str, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.title = title
         self.message = message
+        self.retry_after = retry_after  # seconds, for a 503
 
 
 @bp.after_request
@@ -167,7 +168,9 @@ def _read_body(limit: int) -> bytes:
             hooks.mark_connection_close()
         if exc.status == 413:
             raise RequestEntityTooLarge() from None
-        raise PageError(exc.status, "The request could not be read", exc.message) from None
+        raise PageError(
+            exc.status, "The request could not be read", exc.message, exc.retry_after
+        ) from None
 
 
 def _require_model(current: ServiceState) -> LoadedModel:
@@ -287,8 +290,10 @@ def _error_page(title: str, message: str, status: int) -> tuple[str, int]:
 
 
 @bp.errorhandler(PageError)
-def _page_error(error: PageError) -> tuple[str, int]:
-    return _error_page(error.title, error.message, error.status)
+def _page_error(error: PageError) -> tuple[str, int, dict[str, str]]:
+    page, status = _error_page(error.title, error.message, error.status)
+    retry = {} if error.retry_after is None else {"Retry-After": str(error.retry_after)}
+    return page, status, retry
 
 
 @bp.errorhandler(RequestEntityTooLarge)
