@@ -1,5 +1,6 @@
 """The service's gunicorn worker leaves a new connection to an idle worker first: a worker holding
-connections waits before it accepts, longer the more it holds, never more than 1.6 ms. The real
+connections waits before it accepts, longer the more it holds (not counting those that have sent
+nothing yet or only part of a request), never more than 1.6 ms. The real
 listening socket and gthread's own accept; only the worker's other state is left out."""
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from wine_quality.app.worker import ServiceWorker
 class Accepting(ServiceWorker):
     """A ServiceWorker without gunicorn's arbiter: just what accept() uses."""
 
-    def __init__(self, connections: int, silent: int = 0) -> None:
+    def __init__(self, connections: int, silent: int = 0, arriving: int = 0) -> None:
         self.nr_conns = connections
         self.pending_conns = deque(range(silent))  # connections that have sent nothing yet
+        self._arriving = deque(range(arriving))  # requests the poller is still collecting
         self.cfg = None
         self.enqueued: list[object] = []
 
@@ -54,10 +56,11 @@ def test_a_connection_another_worker_took_meanwhile_is_no_error(listener, monkey
     assert accepting.enqueued == [] and accepting.nr_conns == 4
 
 
-def test_connections_that_sent_nothing_yet_do_not_count(listener, monkeypatch) -> None:
+@pytest.mark.parametrize("kind", ["silent", "arriving"])
+def test_connections_that_hold_no_thread_do_not_count(listener, monkeypatch, kind: str) -> None:
     waits: list[float] = []
     monkeypatch.setattr(worker.time, "sleep", waits.append)
-    accepting = Accepting(connections=203, silent=200)  # a flood of silent connections, 3 real
+    accepting = Accepting(connections=203, **{kind: 200})  # a flood of them, 3 others
     with socket.create_connection(listener.getsockname()):
         accepting.accept(listener)
     assert sum(waits) == pytest.approx(0.0006)

@@ -8,7 +8,10 @@
   socket already has;
 - the Date header is gunicorn's, formatted once per second;
 - after a kept-alive answer the thread waits for the connection's next request only while the
-  worker runs and another thread is free, and only KEEPALIVE_WAIT_SECONDS.
+  worker runs and another thread is free, only KEEPALIVE_WAIT_SECONDS, and serves it only when
+  it has arrived whole;
+- a request is gathered without waiting until its head, and a small body announced by its
+  Content-Length, have arrived, however the client splits it.
 """
 
 from __future__ import annotations
@@ -198,7 +201,7 @@ def test_a_read_after_the_deadline_fails_even_with_bytes_there() -> None:
 
 
 class Waiting(ServiceWorker):
-    """A ServiceWorker without gunicorn's arbiter: just what _next_request_arrives uses."""
+    """A ServiceWorker without gunicorn's arbiter: just what _next_request uses."""
 
     def __init__(self, threads: int, busy: int, alive: bool = True) -> None:
         self._threads = threads
@@ -218,29 +221,40 @@ def connection() -> Iterator[tuple[SimpleNamespace, socket.socket]]:
     peer.close()
 
 
-def timed(worker_: Waiting, conn: SimpleNamespace) -> tuple[bool, float]:
+def timed(worker_: Waiting, conn: SimpleNamespace) -> tuple[object, float]:
     started = time.monotonic()
-    answer = worker_._next_request_arrives(conn)
+    answer = worker_._next_request(conn)
     return answer, time.monotonic() - started
 
 
-def test_the_thread_serves_a_next_request_that_comes_within_the_wait(connection) -> None:
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_the_thread_serves_a_next_request_that_comes_whole_within_the_wait(connection) -> None:
     conn, peer = connection
-    threading.Timer(worker.KEEPALIVE_WAIT_SECONDS / 5, peer.sendall, (b"G",)).start()
-    assert timed(Waiting(threads=4, busy=1), conn)[0] is True
+    threading.Timer(worker.KEEPALIVE_WAIT_SECONDS / 5, peer.sendall, (GET,)).start()
+    assert timed(Waiting(threads=4, busy=1), conn)[0] is worker.SERVE
+    assert conn.sock.recv(8192) == GET
+
+
+def test_a_next_request_begun_within_the_wait_is_left_to_the_poller(connection) -> None:
+    conn, peer = connection
+    threading.Timer(worker.KEEPALIVE_WAIT_SECONDS / 5, peer.sendall, (GET[:10],)).start()
+    assert timed(Waiting(threads=4, busy=1), conn)[0] is worker.ARRIVING
+    assert conn.sock.started is not None  # its read deadline runs from its first byte
 
 
 def test_an_idle_connection_goes_back_to_the_poller_after_the_wait(connection) -> None:
     conn, _ = connection
     answer, waited = timed(Waiting(threads=4, busy=1), conn)
-    assert answer is False
+    assert answer is True  # gthread's keep-alive
     assert worker.KEEPALIVE_WAIT_SECONDS * 0.9 <= waited < 1.0
 
 
 def test_bytes_read_ahead_with_the_last_body_are_a_next_request(connection) -> None:
     conn, _ = connection
     conn.parser.unreader.buf.write(b"GET /healthz HTTP/1.1\r\n")
-    assert timed(Waiting(threads=4, busy=1), conn)[0] is True
+    assert timed(Waiting(threads=4, busy=1), conn)[0] is worker.SERVE
 
 
 @pytest.mark.parametrize(
@@ -254,9 +268,87 @@ def test_bytes_read_ahead_with_the_last_body_are_a_next_request(connection) -> N
 )
 def test_no_wait_without_a_free_thread_or_when_stopping(connection, waiting: Waiting) -> None:
     conn, peer = connection
-    peer.sendall(b"GET / HTTP/1.1\r\n")  # even a request already there goes through the poller
+    peer.sendall(GET)  # even a request already there goes through the poller
     answer, waited = timed(waiting, conn)
-    assert answer is False and waited < worker.KEEPALIVE_WAIT_SECONDS
+    assert answer is True and waited < worker.KEEPALIVE_WAIT_SECONDS
+
+
+POST_HEAD = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+REQUESTS_AND_NEEDS = {
+    "no body": (GET, len(GET)),
+    "a small body": (POST_HEAD + b"Content-Length: 5\r\n\r\n12345", len(POST_HEAD) + 26),
+    "no space, case": (POST_HEAD + b"CONTENT-LENGTH:5\r\n\r\n12345", len(POST_HEAD) + 25),
+    "an empty body": (POST_HEAD + b"Content-Length: 0\r\n\r\n", len(POST_HEAD) + 21),
+    "a body over the gather size": (
+        POST_HEAD + f"Content-Length: {worker.GATHER_BYTES}\r\n\r\n".encode(),
+        0,
+    ),
+    "chunked": (POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n", 0),
+    "expect": (POST_HEAD + b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n", 0),
+    "two lengths": (POST_HEAD + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\n12345", 0),
+    "a length not in digits": (POST_HEAD + b"Content-Length: +5\r\n\r\n12345", 0),
+    "a length of many digits": (POST_HEAD + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", 0),
+    "a bare LF": (b"GET / HTTP/1.1\nHost: x\n", 0),
+    "not a request line": (b"GET /\r\nHost: x", 0),
+    "a request line, then no end": (b"\r\nGET / HTTP/1.1\r\nHost: x\r\n", None),
+}
+
+
+@pytest.mark.parametrize("name", REQUESTS_AND_NEEDS)
+def test_a_request_needs_its_head_and_a_small_body_however_it_is_split(name: str) -> None:
+    request, needed = REQUESTS_AND_NEEDS[name]
+    assert worker.bytes_needed(bytearray(request), 0) == needed
+    for size in (1, 2, 3, 7):  # in pieces, scanning only what is new each time
+        gathered, result = bytearray(), None
+        for start in range(0, len(request), size):
+            scanned = len(gathered)
+            gathered += request[start : start + size]
+            result = worker.bytes_needed(gathered, scanned)
+            if result is not None:
+                break
+        assert result == needed, size
+
+
+def test_a_head_that_has_not_ended_needs_more() -> None:
+    assert worker.bytes_needed(bytearray(GET[:-1]), 0) is None
+    assert worker.bytes_needed(bytearray(b"GET / HTTP/1.1\r\nHost: x\r\n\r"), 20) is None
+
+
+def test_gather_collects_a_request_until_it_is_whole_and_hands_it_over_at_once() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = ClientSocket(ours)
+        request = POST_HEAD + b"Content-Length: 5\r\n\r\n12345" + GET  # and one pipelined
+        assert sock.gather() is False and sock.started is None  # nothing there yet
+        for cut in (10, len(POST_HEAD) + 22, len(POST_HEAD) + 25):
+            peer.sendall(request[len(sock._gathered) : cut])
+            time.sleep(0.01)
+            assert sock.gather() is False, cut
+        assert sock.started is not None
+        peer.sendall(request[len(POST_HEAD) + 25 :])
+        time.sleep(0.01)
+        assert sock.gather() is True
+        assert sock.recv(10) == request  # all of it: gunicorn's reader keeps the rest
+        peer.sendall(b"more")
+        assert sock.recv(100) == b"more"
+
+
+def test_gather_stops_at_its_size_and_at_the_end_of_the_connection() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = ClientSocket(ours)
+        peer.sendall(b"GET /" + b"a" * (worker.GATHER_BYTES - 5))
+        time.sleep(0.01)
+        while not sock.gather():
+            pass
+        assert len(sock.recv(1)) == worker.GATHER_BYTES
+        peer.sendall(b"GET / HTTP")
+        peer.shutdown(socket.SHUT_WR)
+        time.sleep(0.01)
+        assert sock.gather() is False
+        assert sock.gather() is True  # the end: the thread's read finds it
+        assert sock.recv(100) == b"GET / HTTP"
+        assert sock.recv(100) == b""
 
 
 def test_the_date_header_is_gunicorns_formatted_once_a_second(monkeypatch) -> None:

@@ -2,6 +2,9 @@
 
 - connections that never send a byte wait in the worker's poller, not in a thread, and are closed
   after GUNICORN_READ_TIMEOUT, or 2 s after a stop began;
+- so do requests while their head, or a small body announced by Content-Length, trickles in:
+  more such clients than threads delay no one, and each gets 408 after GUNICORN_READ_TIMEOUT
+  from its first byte, the same deadline a thread then keeps for a larger body;
 - a client that never reads its answer loses it after GUNICORN_WRITE_TIMEOUT, and its thread is
   free again;
 - a client that keeps its end open after a "Connection: close" answer does not stall the worker;
@@ -17,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
+import struct
+import threading
 import time
 from pathlib import Path
 
@@ -355,3 +361,148 @@ def test_a_path_outside_the_proxys_script_name_is_a_400(server: GunicornServer) 
     status, _ = head_of(data)
     assert status == "HTTP/1.1 400 Bad Request", data[:200]
     assert "SCRIPT_NAME" in json.loads(data.partition(b"\r\n\r\n")[2])["error"]["message"]
+
+
+class Trickler(threading.Thread):
+    """A client sending `prefix` at once, then `data` one byte every 0.5 s until answered; it
+    keeps the answer and how long after its first byte it came."""
+
+    def __init__(
+        self, server: GunicornServer, prefix: bytes, data: bytes, stop: threading.Event
+    ) -> None:
+        super().__init__(daemon=True)
+        self.server, self.prefix, self.data, self.stop = server, prefix, data, stop
+        self.answer = b""
+        self.answered_after = 0.0
+
+    def run(self) -> None:
+        with connect(self.server) as sock, contextlib.suppress(OSError):
+            started = time.monotonic()
+            sock.sendall(self.prefix)
+            for byte in self.data:
+                sock.sendall(bytes([byte]))
+                if self.stop.wait(0.5):
+                    return
+                with contextlib.suppress(BlockingIOError):
+                    if piece := sock.recv(65536, socket.MSG_DONTWAIT):
+                        self.answered_after = time.monotonic() - started
+                        self.answer = piece + read_until_closed(sock, 2)[0]
+                        return
+
+
+SLOW_HEAD = b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100
+SMALL_BODY_HEAD = predict_request(b"{" * 100)[:-100]
+
+
+def test_requests_trickling_in_hold_no_thread_and_get_408_on_time(server: GunicornServer) -> None:
+    """Six times as many trickling clients as threads, half trickling a head, half a small body
+    after a head sent at once. Before, each held a thread until its read timeout."""
+    stop = threading.Event()
+    clients = [Trickler(server, b"", SLOW_HEAD, stop) for _ in range(3 * THREADS)]
+    clients += [Trickler(server, SMALL_BODY_HEAD, b"{" * 100, stop) for _ in range(3 * THREADS)]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(1)
+        waits = [timed_readyz(server) for _ in range(5)]
+        print(f"{len(clients)} trickling clients: a normal request waited {max(waits):.3f} s")
+        assert max(waits) < 1.0, waits
+        for client in clients:
+            client.join(timeout=READ_TIMEOUT + 5)
+    finally:
+        stop.set()
+    for client in clients:
+        status, headers = head_of(client.answer)
+        assert status == "HTTP/1.1 408 Request Timeout", client.answer[:200]
+        assert headers["connection"] == "close" and headers["x-content-type-options"] == "nosniff"
+        assert READ_TIMEOUT - 0.1 <= client.answered_after <= READ_TIMEOUT + 1.6
+    assert "not read within 4 s: 408" in server.logs()
+
+
+def test_the_read_deadline_runs_from_the_first_byte_into_the_thread(
+    server: GunicornServer,
+) -> None:
+    """A head trickled for half the read timeout, then a body too large to gather: the thread
+    that reads the body keeps the deadline the head started."""
+    head = predict_request(b"x" * 50_000)[:-50_000]
+    with connect(server, timeout=20) as sock:
+        started = time.monotonic()
+        for start in range(0, len(head), len(head) // 8 + 1):
+            sock.sendall(head[start : start + len(head) // 8 + 1])
+            time.sleep(READ_TIMEOUT / 2 / 8)
+        sock.settimeout(0.25)
+        answer = b""
+        for _ in range(8 * READ_TIMEOUT):
+            with contextlib.suppress(OSError):
+                sock.sendall(b"x")
+            with contextlib.suppress(TimeoutError):
+                if answer := sock.recv(65536):
+                    break
+        answered_after = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert READ_TIMEOUT - 0.1 <= answered_after <= READ_TIMEOUT + 1
+
+
+def test_a_request_in_pieces_on_a_kept_alive_connection_is_answered(
+    server: GunicornServer,
+) -> None:
+    """Pieces cut inside the request line, a header, the blank line and the body, and a second
+    request pipelined behind the first: each is gathered and answered, in order."""
+    request = predict_request(SINGLE)
+    pair = request + predict_request(SINGLE, "Connection: close\r\n")
+    cuts = [5, 30, len(request) - len(SINGLE) - 1, len(request) + 7, len(pair) - 3]
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        for start, end in zip([0, *cuts], [*cuts, len(pair)], strict=True):
+            sock.sendall(pair[start:end])
+            time.sleep(0.2)
+        data, closed = read_until_closed(sock, 5)
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert [a[:6] for a in answers] == [b"200 OK", b"200 OK"], data[:400]
+    assert all(b'"quality"' in a for a in answers) and closed
+
+
+def worker_fds(server: GunicornServer) -> int:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    (pid,) = children.read_text().split()
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_requests_that_end_unfinished_leave_nothing_behind(server: GunicornServer) -> None:
+    """1,100 connections, more than a worker's 1,000 (gunicorn's worker_connections), each end
+    in the middle of a request: closed, reset, or after a first answer. A connection the worker
+    lost count of would stop it accepting; one it kept open would hold a descriptor."""
+    timed_readyz(server)
+    before = worker_fds(server)
+    partial = b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Part: "
+    for _ in range(11):
+        socks = [connect(server) for _ in range(100)]
+        for index, sock in enumerate(socks):
+            if index % 3 == 2:  # a first request answered, the next one begun
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            sock.sendall(partial)
+        time.sleep(0.3)
+        for index, sock in enumerate(socks):
+            if index % 3 == 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+    time.sleep(1.5)
+    assert timed_readyz(server) < 1.0
+    left = worker_fds(server) - before
+    print(f"1,100 unfinished requests: {left} descriptors left above idle")
+    assert left <= 2
+    assert "Traceback" not in server.logs()
+
+
+def test_a_line_that_is_no_request_is_refused_at_once(server: GunicornServer) -> None:
+    """The poller hands a first line that cannot start an HTTP/1 request to gunicorn, which
+    answers 400 without waiting for the rest of a head."""
+    with connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /\r\n")
+        data, closed = read_until_closed(sock, READ_TIMEOUT + 2)
+        waited = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 400"), data[:200]
+    assert closed and waited < 1.0

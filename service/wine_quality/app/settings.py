@@ -114,8 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GUNICORN_READ_TIMEOUT",
         "10",
-        "Seconds a client gets to send a request's line, headers and body once a thread has "
-        "picked it up (gthread); slower requests get 408 and the connection is closed.",
+        "Seconds a client gets to send a request's line, headers and body, from its first byte "
+        "on (gthread); slower requests get 408 and the connection is closed.",
     ),
     Setting(
         "GUNICORN_WRITE_TIMEOUT",

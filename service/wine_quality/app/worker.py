@@ -4,20 +4,25 @@ Why this worker: a sync worker reads one request at a time, so a client that sen
 body at 1 byte/s holds a whole worker (a 2-worker pod stalls with two such clients). gunicorn's
 thread worker (gthread) hands each connection to one of GUNICORN_THREADS threads, and keeps idle
 keep-alive connections in its poller without a thread; a slow client then costs one idle thread
-instead of a worker. But once its first byte has arrived, gthread reads the request with a
+instead of a worker. But once a request's first byte has arrived, gthread reads it with a
 blocking socket and no overall limit, so enough trickling clients still take every thread. This
-worker adds that limit: from the moment a thread picks up a connection, the request line, the
-headers and the body must arrive within GUNICORN_READ_TIMEOUT seconds; otherwise the client gets
-408 and the connection is closed. Likewise an answer must be taken within GUNICORN_WRITE_TIMEOUT
-seconds from its first byte, or the connection is reset: a client that never reads cannot keep a
-thread either. A new connection waits in the poller, without a thread, until it sends its first
-bytes (gthread gives it a thread that waits up to 5 s: a few dozen silent connections delayed
-every request by seconds), and is closed if it sends nothing within GUNICORN_READ_TIMEOUT.
-The bound: each client that trickles its request or its reading holds one thread for at most
-those timeouts, and requests to a worker wait only when more such clients than GUNICORN_THREADS
-are at it at once. (gevent would multiplex the connections too, but the work here is CPU-bound
-Python and ONNX: monkey-patching buys nothing and brings its own risks; a buffering proxy in the
-pod is the alternative for clients slower than the timeouts allow, or more numerous.)
+worker collects a request in the poller, holding no thread, until its head has arrived, and
+with it the body when Content-Length announces one of up to GATHER_BYTES with the head (most API
+requests): only then does a thread take it. From the request's first byte, its line, headers and
+body must arrive within GUNICORN_READ_TIMEOUT seconds, in the poller and then in the thread that
+reads a larger body; otherwise the client gets 408 and the connection is closed. Likewise an
+answer must be taken within GUNICORN_WRITE_TIMEOUT seconds from its first byte, or the
+connection is reset: a client that never reads cannot keep a thread either. A new connection
+waits in the poller until it sends its first bytes (gthread gives it a thread that waits up to
+5 s: a few dozen silent connections delayed every request by seconds), and is closed if it
+sends nothing within GUNICORN_READ_TIMEOUT.
+The bound: clients trickling a head or a small body hold no thread; one trickling a larger body
+(or a chunked one, or one sent after `100 Continue`), or its reading, holds one thread for at
+most those timeouts, and requests to a worker wait only when more such clients than
+GUNICORN_THREADS are at it at once. The poller holds at most GATHER_BYTES per connection.
+(gevent would multiplex the connections too, but the work here is CPU-bound Python and ONNX:
+monkey-patching buys nothing and brings its own risks; a buffering proxy in the pod is the
+alternative for clients slower than the timeouts allow, or more numerous.)
 
 Accepting: the workers of a pod share one listening socket, and a worker that wakes first drains
 its queue, one connection per loop turn, faster than a second worker wakes. A client that opens
@@ -32,10 +37,11 @@ to a busy worker, by 1.6 ms at most.
 Keep-alive: gthread hands a kept-alive connection back to its main thread after every response,
 which polls it and submits it to the pool again for the next request: a round of thread
 hand-offs per request. When a thread of the worker is free, the thread that answered waits up to
-KEEPALIVE_WAIT_SECONDS on its connection and reads the next request itself; an idle connection
-then goes back to the poller as before. The wait holds no CPU and no lock, and never the last
-free thread. With the write below, measured with wrk (8 connections, 2 workers): a single-row
-request's CPU fell from 0.87-0.93 to 0.73-0.78 ms (docs/inference.md, "Against the bare stack").
+KEEPALIVE_WAIT_SECONDS on its connection and serves the next request itself if it has arrived
+whole; an idle connection, or one whose request has only begun, goes back to the poller. The
+wait holds no CPU and no lock, and never the last free thread. With the write below, measured
+with wrk (8 connections, 2 workers): a single-row request's CPU fell from 0.87-0.93 to
+0.73-0.78 ms (docs/inference.md, "Against the bare stack").
 
 Writing: gunicorn sends a response's head and its body in two writes; the socket wrapper holds
 the head until the body's first write and sends both at once (one segment, one wake-up of the
@@ -60,19 +66,21 @@ import contextlib
 import errno
 import http
 import json
+import re
 import select
 import selectors
 import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
 from gunicorn import util
 from gunicorn.http.errors import ConfigurationProblem, UnsupportedTransferCoding
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, ThreadWorker
 
 from wine_quality.app.errors import RequestReadTimeout
 from wine_quality.app.hooks import CLOSE_KEY, SECURITY_HEADERS
@@ -85,6 +93,9 @@ COMBINED_WRITE_BYTES = 64 * 1024  # a larger body goes in its own write, not cop
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0  # gunicorn's close_graceful defaults
 LINGER_DRAIN_BYTES = 64 * 1024
+GATHER_BYTES = 16 * 1024  # a request start the poller holds per connection, at most
+REQUEST_LINE = re.compile(rb"[!-~]+ [!-~]+ HTTP/[0-9]\.[0-9]")  # method, target, version
+SERVE, ARRIVING = object(), object()  # what follows an answer on a kept-alive connection
 _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and drops unsent data
 
 
@@ -116,8 +127,38 @@ class ClientSocket:
         self.write_timeout = write_timeout
         self._write_deadline: float | None = None
         self.aborted = False
+        self._gathered = bytearray()
+        self._needed: int | None = None  # bytes the gathered request needs; None: head incomplete
+        self.started: float | None = None  # when the request's first byte arrived
+
+    def gather(self) -> bool:
+        """Take what the client has sent so far, without waiting (the poller found the socket
+        readable); whether a thread should take the request now: its head has arrived, and with
+        it the body when Content-Length announces one that fits in GATHER_BYTES; or the head is
+        malformed, the client closed its end or failed, or GATHER_BYTES have arrived. recv()
+        returns the gathered bytes first."""
+        if not self._plain:  # TLS: the bytes on the wire are not the request
+            return True
+        try:
+            data = self._sock.recv(GATHER_BYTES - len(self._gathered), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # the thread's read meets the end of the connection
+        if not data:
+            return True
+        if self.started is None:
+            self.started = time.monotonic()
+        scanned = len(self._gathered)
+        self._gathered += data
+        if self._needed is None:
+            self._needed = bytes_needed(self._gathered, scanned)
+        return len(self._gathered) >= (self._needed if self._needed is not None else GATHER_BYTES)
 
     def recv(self, size: int, flags: int = 0) -> bytes:
+        if self._gathered:  # all at once: gunicorn's reader keeps what it does not need yet
+            data, self._gathered, self._needed = bytes(self._gathered), bytearray(), None
+            return data
         if self._continue:  # the application reads the body: invite the client to send it
             self._continue = False
             self._sock.sendall(CONTINUE)  # not the answer: its write timeout starts later
@@ -181,6 +222,13 @@ class ClientSocket:
         """The answer is written: the next one gets its own write timeout."""
         self._write_deadline = None
         self._continue = self._sent_along = False
+        self.started = None
+
+    def send_nowait(self, data: bytes) -> None:
+        """Send what the kernel takes at once, if anything (an answer from the main thread,
+        which must never wait for a client)."""
+        with contextlib.suppress(OSError):
+            self._sock.send(data, socket.MSG_DONTWAIT)
 
     def _send(self, data: bytes, flags: int = 0) -> None:
         if self.write_timeout is None:
@@ -239,6 +287,46 @@ class ClientSocket:
         return getattr(self._sock, name)
 
 
+def bytes_needed(gathered: bytearray, scanned: int) -> int | None:
+    """How many bytes of `gathered` a thread should wait for, looking only at what arrived after
+    the first `scanned`: None while the head is incomplete; the head and its body when the head
+    announces the body's length and the poller may wait for it; 0 (now) otherwise, and for a
+    head with a bare LF, which gunicorn refuses without waiting for more."""
+    end = gathered.find(b"\r\n\r\n", max(scanned - 3, 0))
+    if end < 0:
+        bare_lf = gathered.count(b"\n", scanned) != gathered.count(b"\r\n", max(scanned - 1, 0))
+        return 0 if bare_lf or _not_a_request_line(gathered, scanned) else None
+    length = _announced_length(bytes(gathered[:end]))
+    whole = end + 4 + (length or 0)
+    return whole if length is not None and whole <= GATHER_BYTES else 0
+
+
+def _not_a_request_line(gathered: bytearray, scanned: int) -> bool:
+    """Whether the first line has just ended, and is not an HTTP/1 request line (gunicorn answers
+    400 at once; the poller would wait for a head that never comes)."""
+    start = 2 if gathered.startswith(b"\r\n") else 0
+    line_end = gathered.find(b"\r\n", start)
+    newly_ended = line_end >= 0 and line_end + 1 >= scanned
+    return newly_ended and not REQUEST_LINE.fullmatch(gathered, start, line_end)
+
+
+def _announced_length(head: bytes) -> int | None:
+    """The body length a head announces when the poller can wait for the body: one
+    Content-Length of plain digits (none: 0), no Transfer-Encoding, and no Expect (a client
+    waiting for `100 Continue` sends no body before it). None: read the body in a thread."""
+    length = None
+    for line in head.lower().split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name in (b"transfer-encoding", b"expect"):
+            return None
+        if name == b"content-length":
+            value = value.strip(b" \t")
+            if length is not None or not value.isdigit() or len(value) > 9:
+                return None
+            length = int(value)
+    return length or 0
+
+
 def _readable(sock: Any, seconds: float) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN)
@@ -247,13 +335,17 @@ def _readable(sock: Any, seconds: float) -> bool:
 
 def error_page(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's util.write_error, answering in the service's error shape with its headers."""
+    util.write_nonblock(sock, error_answer(status_int, reason, mesg))
+
+
+def error_answer(status_int: int, reason: str, mesg: str) -> bytes:
     body = json.dumps(
         {"error": {"status": status_int, "code": _code(status_int), "message": mesg or reason}}
     ).encode()
     head = [f"HTTP/1.1 {status_int} {_phrase(status_int, reason)}", "Connection: close"]
     head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
     head += [f"{name}: {value}" for name, value in SECURITY_HEADERS.items()]
-    util.write_nonblock(sock, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
 def _phrase(status: int, reason: str) -> str:
@@ -335,6 +427,7 @@ class ServiceWorker(ThreadWorker):
         util.close_graceful = self._close_lingering
         self._main_thread = threading.get_ident()
         self._lingering: dict[Any, list[float]] = {}  # socket -> [deadline, bytes drained]
+        self._arriving: deque[Any] = deque()  # connections whose request the poller collects
         self._threads = self.cfg.threads
         self._threads_lock = threading.Lock()
         self._busy_threads = 0  # threads in handle(), serving or waiting for a next request
@@ -347,8 +440,8 @@ class ServiceWorker(ThreadWorker):
 
     def accept(self, listener: Any) -> None:
         # let an idle worker of the pod take it first; connections that have sent nothing yet
-        # do not count (a flood of silent ones would slow down every accept)
-        active = self.nr_conns - len(self.pending_conns)
+        # or only part of a request do not count (a flood of them would slow down every accept)
+        active = self.nr_conns - len(self.pending_conns) - len(self._arriving)
         if active > 0:
             time.sleep(min(active, MAX_BACKOFF_CONNECTIONS) * ACCEPT_BACKOFF_SECONDS)
         super().accept(listener)
@@ -372,40 +465,92 @@ class ServiceWorker(ThreadWorker):
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
         )
 
+    def on_pending_socket_readable(self, conn: Any, client: Any) -> None:
+        self.poller.unregister(client)
+        self.pending_conns.remove(conn)
+        conn.data_ready = True
+        self._gather(conn)
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._gather(conn)
+
+    def _gather(self, conn: Any) -> None:
+        """A request has begun to arrive: a thread takes it once it is whole (ClientSocket.gather),
+        until then the poller collects it."""
+        if conn.sock.gather():
+            self.enqueue_req(conn)
+        else:
+            self._await_rest(conn)
+
+    def _await_rest(self, conn: Any) -> None:
+        """Collect the rest of a request in the poller, holding no thread, until its read deadline
+        (GUNICORN_READ_TIMEOUT from its first byte): then it gets 408."""
+        if conn.sock.started is None:
+            conn.sock.started = time.monotonic()
+        conn.timeout = conn.sock.started + self._read_timeout
+        if not self.alive:
+            conn.timeout = min(conn.timeout, time.monotonic() + STOP_KEEPALIVE_LINGER)
+        self._arriving.append(conn)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self._on_arriving_readable, conn)
+        )
+
+    def _on_arriving_readable(self, conn: Any, _client: Any) -> None:
+        if conn.sock.gather():
+            self.poller.unregister(conn.sock)
+            self._arriving.remove(conn)
+            self.enqueue_req(conn)
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        if not fs.cancelled() and fs.exception() is None and fs.result() is ARRIVING:
+            self._await_rest(conn)  # a kept-alive connection's next request, begun in a thread
+            return
+        super().finish_request(conn, fs)
+
     def _cap_keepalive(self, deadline: float) -> None:
         """On stop, gthread gives kept-alive connections until `deadline` (2 s) to send a last
-        request; connections that have sent nothing yet get no longer (not the read timeout)."""
+        request; connections that have sent nothing yet, or only part of a request, get no
+        longer (not the read timeout)."""
         super()._cap_keepalive(deadline)
-        for conn in self.pending_conns:
+        for conn in (*self.pending_conns, *self._arriving):
             conn.timeout = min(conn.timeout, deadline)
 
     def handle(self, conn: Any) -> Any:
         with self._threads_lock:
             self._busy_threads += 1
         try:
-            keepalive = self._handle_one(conn)
-            while keepalive is True and self._next_request_arrives(conn):
-                keepalive = self._handle_one(conn)
-            return keepalive
+            result = self._handle_one(conn)
+            while result is True:
+                arrival = self._next_request(conn)
+                if arrival is not SERVE:
+                    return arrival
+                result = self._handle_one(conn)
+            return result
         finally:
             with self._threads_lock:
                 self._busy_threads -= 1
 
     def _handle_one(self, conn: Any) -> Any:
-        conn.sock.deadline = time.monotonic() + self._read_timeout
+        conn.sock.deadline = (conn.sock.started or time.monotonic()) + self._read_timeout
         try:
             return super().handle(conn)
         finally:
             conn.sock.deadline = None
 
-    def _next_request_arrives(self, conn: Any) -> bool:
-        """Whether this thread serves the connection's next request itself: the worker runs,
-        another thread is free, and the request starts within KEEPALIVE_WAIT_SECONDS."""
+    def _next_request(self, conn: Any) -> Any:
+        """What becomes of a kept-alive connection after an answer. SERVE: this thread serves its
+        next request, which has arrived whole (read ahead with the last body, or within
+        KEEPALIVE_WAIT_SECONDS while the worker runs and another thread is free); ARRIVING: it
+        has begun, and the poller collects the rest; True: it goes back to the poller, idle."""
         if not self.alive or self._busy_threads >= self._threads:
-            return False
-        if conn.parser.unreader.buf.getvalue():  # read ahead with the last body
             return True
-        return _readable(conn.sock, KEEPALIVE_WAIT_SECONDS)
+        if conn.parser.unreader.buf.getvalue():
+            return SERVE
+        if not _readable(conn.sock, KEEPALIVE_WAIT_SECONDS):
+            return True
+        return SERVE if conn.sock.gather() else ARRIVING
 
     def handle_request(self, req: Any, conn: Any) -> Any:
         if req.version > (1, 1):  # answer as what the server is: HTTP/1.1 (RFC 9110, 6.2)
@@ -430,12 +575,15 @@ class ServiceWorker(ThreadWorker):
                 conn.sock.flush()
             conn.sock.end_answer()
 
+    def _log_read_timeout(self, addr: Any) -> None:
+        self.log.info(
+            "request from %s not read within %s s: 408", (addr or ("-",))[0], self._read_timeout
+        )
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         client_address = (addr or ("-",))[0]
         if isinstance(exc, RequestReadTimeout):
-            self.log.info(
-                "request from %s not read within %s s: 408", client_address, self._read_timeout
-            )
+            self._log_read_timeout(addr)
             with contextlib.suppress(OSError):
                 error_page(client, 408, "Request Timeout", RequestReadTimeout.MESSAGE)
             return
@@ -507,7 +655,18 @@ class ServiceWorker(ThreadWorker):
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
+        while self._arriving and self._arriving[0].timeout <= now:
+            self._read_timed_out(self._arriving.popleft())
         for sock, (deadline, _) in list(self._lingering.items()):
             if deadline > now:
                 break  # in the order they started, all with the same linger time
             self._end_linger(sock)
+
+    def _read_timed_out(self, conn: Any) -> None:
+        """A request the poller was collecting did not arrive within its read deadline."""
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        self.nr_conns -= 1
+        self._log_read_timeout(conn.client)
+        conn.sock.send_nowait(error_answer(408, "Request Timeout", RequestReadTimeout.MESSAGE))
+        self._close_lingering(conn.sock)
