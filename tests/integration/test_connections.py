@@ -506,3 +506,20 @@ def test_a_line_that_is_no_request_is_refused_at_once(server: GunicornServer) ->
         waited = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 400"), data[:200]
     assert closed and waited < 1.0
+
+
+@pytest.mark.parametrize("line", ["CONNECT evil.example:443 HTTP/1.1", "OPTIONS * HTTP/1.1"])
+def test_a_target_that_is_no_path_is_a_400_naming_it(server: GunicornServer, line: str) -> None:
+    with connect(server) as sock:
+        sock.sendall(f"{line}\r\nHost: x\r\n\r\n".encode())
+        data, closed = read_until_closed(sock, 5)
+    status, _ = head_of(data)
+    assert status == "HTTP/1.1 400 Bad Request", data[:200]
+    message = json.loads(data.partition(b"\r\n\r\n")[2])["error"]["message"]
+    assert f"request target {line.split()[1]!r} is not a path" in message and closed
+
+
+def test_an_absolute_url_target_is_served(server: GunicornServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET http://wine.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")

@@ -56,7 +56,8 @@ A connection that ends after an answer lingers in the poller until the client cl
 most 2 s), never in a thread or the main loop.
 
 gunicorn's own error answers (a malformed request line or header, 414, 431, 408, an unknown
-transfer coding, a path outside a trusted proxy's SCRIPT_NAME) carry the service's security
+transfer coding, a path outside a trusted proxy's SCRIPT_NAME, and here a target that is no path:
+`CONNECT host:443`, `OPTIONS *`) carry the service's security
 headers and its JSON error shape, like every answer of the app, and are never a 5xx.
 """
 
@@ -105,6 +106,23 @@ class WriteTimeout(ConnectionResetError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(errno.ECONNRESET, f"answer not taken within {seconds:g} s")
+
+
+class NotAPath(Exception):
+    """A request target in authority form (`CONNECT host:port`) or asterisk form (`OPTIONS *`):
+    the forms for a proxy and for a server as a whole, not a resource of this one."""
+
+    def __init__(self, target: str) -> None:
+        shown = target if len(target) <= 64 else target[:64] + "..."
+        super().__init__(
+            f"request target {shown!r} is not a path: this server is not a proxy, and answers "
+            "requests for its paths (/...) or absolute URLs (http://host/...)"
+        )
+
+
+def _is_a_path(target: str) -> bool:
+    """Origin form (/path) or absolute form (http://host/path), the forms for a resource."""
+    return target.startswith("/") or target[:8].lower().startswith(("http://", "https://"))
 
 
 class ClientSocket:
@@ -557,6 +575,8 @@ class ServiceWorker(ThreadWorker):
             req.version = (1, 1)
         if _asks_to_close(req):
             req.must_close = True
+        if not _is_a_path(req.uri):
+            raise NotAPath(req.uri)
         if req._expected_100_continue and conn.parser.unreader.buf.getvalue():
             conn.sock.body_sent_along()
         conn.sock.hold_next_write()
@@ -587,9 +607,10 @@ class ServiceWorker(ThreadWorker):
             with contextlib.suppress(OSError):
                 error_page(client, 408, "Request Timeout", RequestReadTimeout.MESSAGE)
             return
-        if isinstance(exc, UnsupportedTransferCoding | ConfigurationProblem):
+        if isinstance(exc, UnsupportedTransferCoding | ConfigurationProblem | NotAPath):
             # gunicorn answers 501 to an unknown transfer coding, and 500 to a path outside the
-            # SCRIPT_NAME a trusted proxy sent: both come from the request, never a 5xx here
+            # SCRIPT_NAME a trusted proxy sent; a target that is no path would reach the app as
+            # an odd one (CONNECT host:443 as /443): all come from the request, never a 5xx here
             self.log.warning("Invalid request from ip=%s: %s", client_address, exc)
             with contextlib.suppress(OSError):
                 error_page(client, 400, "Bad Request", str(exc))
