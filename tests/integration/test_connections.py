@@ -284,7 +284,7 @@ def test_the_page_closes_the_connection_after_a_body_it_cannot_read(
     with connect(server) as sock:
         sock.sendall(
             b"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=x\r\n"
-            + f"Cookie: {cookie}\r\nContent-Encoding: gzip\r\nContent-Length: 10\r\n\r\n".encode()
+            + f"Cookie: {cookie}\r\nContent-Encoding: br\r\nContent-Length: 10\r\n\r\n".encode()
             + b"0123456789GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         data, closed = read_until_closed(sock, 5)

@@ -1,5 +1,6 @@
 """tritonclient, the Open Inference Protocol's own client, against the real server: its defaults
-(binary tensor data both ways), JSON inputs, and named outputs in either encoding."""
+(binary tensor data both ways), JSON inputs, named outputs in either encoding, and its request
+compression (gzip, deflate)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,19 @@ def test_binary_sizes_that_do_not_add_up_are_400(small_model_server: GunicornSer
         )
         assert answer.status_code == 400, (reason, answer.text)
         assert "binary" in answer.json()["error"], reason
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_compressed_requests_get_the_same_answers(
+    small_model_server: GunicornServer, algorithm: str
+) -> None:
+    expected = json_answer(small_model_server)
+    client = tritonclient_http.InferenceServerClient(f"127.0.0.1:{small_model_server.port}")
+    try:
+        tensor = tritonclient_http.InferInput("input-0", list(ROWS.shape), "FP64")
+        tensor.set_data_from_numpy(ROWS)  # binary, behind a JSON header: both compressed
+        result = client.infer(MODEL_NAME, [tensor], request_compression_algorithm=algorithm)
+    finally:
+        client.close()
+    assert result.as_numpy("grade").tolist() == expected["grade"]
+    np.testing.assert_allclose(result.as_numpy("quality"), expected["quality"], atol=1e-9)
