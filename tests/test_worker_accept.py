@@ -6,7 +6,9 @@ listening socket and gthread's own accept; only the worker's other state is left
 from __future__ import annotations
 
 import socket
+import time
 from collections import deque
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,9 +19,18 @@ from wine_quality.app.worker import ServiceWorker
 class Accepting(ServiceWorker):
     """A ServiceWorker without gunicorn's arbiter: just what accept() uses."""
 
-    def __init__(self, connections: int, silent: int = 0, arriving: int = 0) -> None:
+    def __init__(
+        self, connections: int, silent: int = 0, arriving: int = 0, fresh: int = 0
+    ) -> None:
         self.nr_conns = connections
-        self.pending_conns = deque(range(silent))  # connections that have sent nothing yet
+        self._read_timeout = 10
+        # connections that have sent nothing yet, accepted a second ago, then `fresh` just now
+        # (in the order gthread keeps them: their deadlines rising)
+        now = time.monotonic()
+        self.pending_conns = deque(
+            [SimpleNamespace(timeout=now + self._read_timeout - 1)] * silent
+            + [SimpleNamespace(timeout=now + self._read_timeout)] * fresh
+        )
         self._arriving = deque(range(arriving))  # requests the poller is still collecting
         self.cfg = None
         self.enqueued: list[object] = []
@@ -64,4 +75,16 @@ def test_connections_that_hold_no_thread_do_not_count(listener, monkeypatch, kin
     with socket.create_connection(listener.getsockname()):
         accepting.accept(listener)
     assert sum(waits) == pytest.approx(0.0006)
+    accepting.enqueued[0].sock.close()
+
+
+def test_connections_just_accepted_count_before_they_send(listener, monkeypatch) -> None:
+    """A client opening its connections at once: none has sent anything when the next is
+    accepted, and without counting them one worker would take them all."""
+    waits: list[float] = []
+    monkeypatch.setattr(worker.time, "sleep", waits.append)
+    accepting = Accepting(connections=4, silent=1, fresh=3)
+    with socket.create_connection(listener.getsockname()):
+        accepting.accept(listener)
+    assert sum(waits) == pytest.approx(3 * worker.ACCEPT_BACKOFF_SECONDS)
     accepting.enqueued[0].sock.close()

@@ -31,6 +31,9 @@ connection on one worker, whose threads share one GIL while the other worker idl
 8 connections to 2 workers, 8/0 splits at half the throughput of even ones. So a worker that
 already holds connections waits ACCEPT_BACKOFF_SECONDS per connection (at most
 MAX_BACKOFF_CONNECTIONS of them) before it accepts another, and an idle worker takes it first.
+A connection accepted less than FRESH_SECONDS ago counts even before its first bytes (a burst of
+connections has sent nothing yet when the next is accepted); older ones that have sent nothing,
+or only part of a request, hold no thread and do not count.
 The wait releases the GIL, so the worker's threads keep serving; it delays only new connections
 to a busy worker, by 1.6 ms at most.
 
@@ -89,6 +92,7 @@ from wine_quality.app.settings import integer
 
 ACCEPT_BACKOFF_SECONDS = 0.0002
 MAX_BACKOFF_CONNECTIONS = 8
+FRESH_SECONDS = 0.1  # a new connection counts as held this long, whether it has sent or not
 KEEPALIVE_WAIT_SECONDS = 0.01
 COMBINED_WRITE_BYTES = 64 * 1024  # a larger body goes in its own write, not copied behind the head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -457,12 +461,23 @@ class ServiceWorker(ThreadWorker):
         super().run()
 
     def accept(self, listener: Any) -> None:
-        # let an idle worker of the pod take it first; connections that have sent nothing yet
-        # or only part of a request do not count (a flood of them would slow down every accept)
-        active = self.nr_conns - len(self.pending_conns) - len(self._arriving)
-        if active > 0:
-            time.sleep(min(active, MAX_BACKOFF_CONNECTIONS) * ACCEPT_BACKOFF_SECONDS)
+        held = self._connections_held()
+        if held > 0:  # let an idle worker of the pod take it first
+            time.sleep(min(held, MAX_BACKOFF_CONNECTIONS) * ACCEPT_BACKOFF_SECONDS)
         super().accept(listener)
+
+    def _connections_held(self) -> int:
+        """The connections that count toward the accept backoff: all but those that have sent
+        nothing, or part of a request, for longer than FRESH_SECONDS (a flood of them would
+        slow down every accept). Fresh ones count: a client that opens its connections at once
+        has sent nothing on any of them yet, and they would all land on this worker."""
+        fresh_since = time.monotonic() + self._read_timeout - FRESH_SECONDS
+        fresh = 0
+        for conn in reversed(self.pending_conns):  # newest first: their deadlines are in order
+            if conn.timeout < fresh_since:
+                break
+            fresh += 1
+        return self.nr_conns - len(self.pending_conns) - len(self._arriving) + fresh
 
     def enqueue_req(self, conn: Any) -> None:
         if not isinstance(conn.sock, ClientSocket):
