@@ -688,6 +688,17 @@ class ServiceWorker(ThreadWorker):
             self.poller.unregister(sock)
         util.close(sock)
 
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """gthread's poll, woken by the first deadline of a connection in the poller as well:
+        its loop wakes once a second otherwise, so a 408, a close on stop or the end of a
+        linger came up to a second late."""
+        firsts = [queue[0].timeout for queue in (self.pending_conns, self._arriving) if queue]
+        if self._lingering:
+            firsts.append(next(iter(self._lingering.values()))[0])
+        if firsts:
+            timeout = min(timeout, max(min(firsts) - time.monotonic(), 0.0))
+        super().wait_for_and_dispatch_events(timeout)
+
     def murder_pending(self) -> None:
         super().murder_pending()
         now = time.monotonic()
