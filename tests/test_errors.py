@@ -11,6 +11,7 @@ import pytest
 from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
 
 from support import PAPER_ROW
+from wine_quality.app.requestbody import MAX_GZIP_MEMBERS
 from wine_quality.core.features import FEATURE_NAMES
 
 WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
@@ -491,6 +492,38 @@ def test_a_compressed_body_is_held_to_the_limit_once_decoded(make_app, coding, c
         "(WINE_QUALITY_MAX_BODY_BYTES)"
     )
     assert response.headers["Connection"] == "close"
+
+
+def test_gzip_members_are_limited(api_client):
+    """Each member costs a copy of the rest of the body: 40,000 empty ones cost seconds."""
+    route, body, content_type = BODY_ROUTES["v1 JSON"]
+    headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+    empty = gzip.compress(b"")
+    members = gzip.compress(body) + empty * (MAX_GZIP_MEMBERS - 1)
+    assert api_client.post(route, data=members, headers=headers).status_code == 200
+    response = api_client.post(route, data=members + empty, headers=headers)
+    message = message_of(response, route, 400, "malformed_body")
+    assert message.endswith(f"more than {MAX_GZIP_MEMBERS} gzip members")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("case", BODY_ROUTES)
+def test_an_empty_compressed_body_is_an_empty_body(api_client, case, chunked):
+    route, _, content_type = BODY_ROUTES[case]
+
+    def send(headers: dict) -> object:
+        if chunked:
+            return post(api_client, route, b"", content_type, True, headers)
+        return api_client.post(  # the test client sends no Content-Length for an empty body
+            route,
+            data=b"",
+            headers={"Content-Type": content_type, **headers},
+            environ_overrides={"CONTENT_LENGTH": "0"},
+        )
+
+    plain, response = send({}), send({"Content-Encoding": "gzip"})
+    assert (response.status_code, response.get_data()) == (plain.status_code, plain.get_data())
+    assert response.status_code in (400, 422)
 
 
 CORRUPT = {

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 from gunicorn import util
+from gunicorn.http.unreader import Unreader
 
 from wine_quality.app import worker
 from wine_quality.app.errors import RequestReadTimeout
@@ -214,7 +214,7 @@ def connection() -> Iterator[tuple[SimpleNamespace, socket.socket]]:
     ours, peer = socket.socketpair()
     conn = SimpleNamespace(
         sock=ClientSocket(ours),
-        parser=SimpleNamespace(unreader=SimpleNamespace(buf=io.BytesIO())),
+        parser=SimpleNamespace(unreader=Unreader()),
     )
     yield conn, peer
     ours.close()
@@ -251,10 +251,27 @@ def test_an_idle_connection_goes_back_to_the_poller_after_the_wait(connection) -
     assert worker.KEEPALIVE_WAIT_SECONDS * 0.9 <= waited < 1.0
 
 
-def test_bytes_read_ahead_with_the_last_body_are_a_next_request(connection) -> None:
+@pytest.mark.parametrize("waiting", [Waiting(threads=4, busy=1), Waiting(threads=1, busy=1)])
+def test_a_whole_request_read_ahead_with_the_last_body_is_served_at_once(
+    connection, waiting: Waiting
+) -> None:
     conn, _ = connection
-    conn.parser.unreader.buf.write(b"GET /healthz HTTP/1.1\r\n")
-    assert timed(Waiting(threads=4, busy=1), conn)[0] is worker.SERVE
+    conn.parser.unreader.unread(GET)
+    answer, waited = timed(waiting, conn)
+    assert answer is worker.SERVE and waited < worker.KEEPALIVE_WAIT_SECONDS
+    assert conn.sock.recv(8192) == GET
+
+
+def test_a_request_begun_in_the_read_ahead_is_left_to_the_poller(connection) -> None:
+    """A pipelining client that trickles the rest: no thread may wait for it."""
+    conn, peer = connection
+    conn.parser.unreader.unread(GET[:10])
+    assert timed(Waiting(threads=1, busy=1), conn)[0] is worker.ARRIVING
+    assert conn.sock.started is not None and not conn.parser.unreader.buf.getvalue()
+    peer.sendall(GET[10:])
+    time.sleep(0.01)
+    assert conn.sock.gather() is True
+    assert conn.sock.recv(8192) == GET
 
 
 @pytest.mark.parametrize(
@@ -290,6 +307,7 @@ REQUESTS_AND_NEEDS = {
     "a length of many digits": (POST_HEAD + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", 0),
     "a bare LF": (b"GET / HTTP/1.1\nHost: x\n", 0),
     "not a request line": (b"GET /\r\nHost: x", 0),
+    "a TLS handshake": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 0),
     "a request line, then no end": (b"\r\nGET / HTTP/1.1\r\nHost: x\r\n", None),
 }
 

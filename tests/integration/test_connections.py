@@ -364,14 +364,20 @@ def test_a_path_outside_the_proxys_script_name_is_a_400(server: GunicornServer) 
 
 
 class Trickler(threading.Thread):
-    """A client sending `prefix` at once, then `data` one byte every 0.5 s until answered; it
-    keeps the answer and how long after its first byte it came."""
+    """A client sending `prefix` at once, then `data` one byte every 0.5 s until it has
+    `answers` answers; it keeps them, and how long after its first byte the last one came."""
 
     def __init__(
-        self, server: GunicornServer, prefix: bytes, data: bytes, stop: threading.Event
+        self,
+        server: GunicornServer,
+        prefix: bytes,
+        data: bytes,
+        stop: threading.Event,
+        answers: int = 1,
     ) -> None:
         super().__init__(daemon=True)
         self.server, self.prefix, self.data, self.stop = server, prefix, data, stop
+        self.answers = answers
         self.answer = b""
         self.answered_after = 0.0
 
@@ -384,10 +390,11 @@ class Trickler(threading.Thread):
                 if self.stop.wait(0.5):
                     return
                 with contextlib.suppress(BlockingIOError):
-                    if piece := sock.recv(65536, socket.MSG_DONTWAIT):
-                        self.answered_after = time.monotonic() - started
-                        self.answer = piece + read_until_closed(sock, 2)[0]
-                        return
+                    self.answer += sock.recv(65536, socket.MSG_DONTWAIT)
+                if self.answer.count(b"HTTP/1.1 ") >= self.answers:
+                    self.answered_after = time.monotonic() - started
+                    self.answer += read_until_closed(sock, 2)[0]
+                    return
 
 
 SLOW_HEAD = b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100
@@ -417,6 +424,34 @@ def test_requests_trickling_in_hold_no_thread_and_get_408_on_time(server: Gunico
         assert headers["connection"] == "close" and headers["x-content-type-options"] == "nosniff"
         assert READ_TIMEOUT - 0.1 <= client.answered_after <= READ_TIMEOUT + 0.8
     assert "not read within 4 s: 408" in server.logs()
+
+
+def test_a_pipelined_request_trickled_after_the_last_holds_no_thread(
+    server: GunicornServer,
+) -> None:
+    """A request's first byte sent with the request before it, the rest trickled: the bytes read
+    ahead with the first request go back to the poller, not to a thread that waits for the rest.
+    Before, each such client held a thread, and its deadline began only when it got one."""
+    stop = threading.Event()
+    first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    clients = [
+        Trickler(server, first + SLOW_HEAD[:1], SLOW_HEAD[1:], stop, answers=2) for _ in range(6)
+    ]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(1)
+        waits = [timed_readyz(server) for _ in range(5)]
+        print(f"6 pipelining tricklers: a normal request waited {max(waits):.3f} s")
+        assert max(waits) < 1.0, waits
+        for client in clients:
+            client.join(timeout=READ_TIMEOUT + 5)
+    finally:
+        stop.set()
+    for client in clients:
+        answers = client.answer.split(b"HTTP/1.1 ")[1:]
+        assert [a[:3] for a in answers] == [b"200", b"408"], client.answer[:300]
+        assert READ_TIMEOUT - 0.1 <= client.answered_after <= READ_TIMEOUT + 0.8
 
 
 def test_the_read_deadline_runs_from_the_first_byte_into_the_thread(
@@ -496,12 +531,17 @@ def test_requests_that_end_unfinished_leave_nothing_behind(server: GunicornServe
     assert "Traceback" not in server.logs()
 
 
-def test_a_line_that_is_no_request_is_refused_at_once(server: GunicornServer) -> None:
+@pytest.mark.parametrize(
+    "start",
+    [b"GET /\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"],
+    ids=["no version", "a TLS handshake"],
+)
+def test_a_line_that_is_no_request_is_refused_at_once(server: GunicornServer, start: bytes) -> None:
     """The poller hands a first line that cannot start an HTTP/1 request to gunicorn, which
     answers 400 without waiting for the rest of a head."""
     with connect(server) as sock:
         started = time.monotonic()
-        sock.sendall(b"GET /\r\n")
+        sock.sendall(start)
         data, closed = read_until_closed(sock, READ_TIMEOUT + 2)
         waited = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 400"), data[:200]
@@ -523,3 +563,12 @@ def test_an_absolute_url_target_is_served(server: GunicornServer) -> None:
     with connect(server) as sock:
         sock.sendall(b"GET http://wine.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_an_expectation_not_met_is_a_417_with_its_own_code(server: GunicornServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(predict_request(SINGLE, "Expect: 200-ok\r\n"))
+        data, _ = read_until_closed(sock, 5)
+    status, _ = head_of(data)
+    assert status == "HTTP/1.1 417 Expectation Failed", data[:200]
+    assert json.loads(data.partition(b"\r\n\r\n")[2])["error"]["code"] == "expectation_failed"

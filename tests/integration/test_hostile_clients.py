@@ -18,6 +18,7 @@ import gzip
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -124,6 +125,28 @@ def five_xx(server: GunicornServer) -> float:
         for line in text.splitlines()
         if line.startswith("flask_http_request_total") and 'status="5' in line
     )
+
+
+@pytest.mark.parametrize("expect", [False, True], ids=["body", "expect-100-continue"])
+@pytest.mark.parametrize("route", ["/v1/predict", "/predict", "/v2/models/wine-quality/infer"])
+def test_a_client_that_resets_while_its_body_is_read_causes_no_5xx(
+    server: GunicornServer, route: str, expect: bool
+) -> None:
+    """The reset reaches the thread reading the body (30,000 bytes announced: more than the
+    poller gathers), or its `100 Continue`; before, an unhandled error and a 500."""
+    before = five_xx(server)
+    head = (
+        f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: {POST_ROUTES[route]}\r\n"
+        f"Content-Length: 30000\r\n{'Expect: 100-continue' if expect else 'X-A: b'}\r\n\r\n"
+    )
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head.encode() + (b"" if expect else b"1" * 20_000))
+            time.sleep(0.1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(0.5)
+    assert five_xx(server) == before
+    assert "unhandled error" not in server.logs()
 
 
 @pytest.mark.parametrize("route", POST_ROUTES)

@@ -69,7 +69,7 @@ def framing_error(exc: BaseException) -> APIError:
     wine_quality.app.worker): 400 naming the problem, or 408; never a 5xx."""
     if isinstance(exc, RequestReadTimeout | TimeoutError):
         return APIError(408, RequestReadTimeout.MESSAGE, close=True)
-    if isinstance(exc, NoMoreData):
+    if isinstance(exc, NoMoreData | ConnectionError):  # closed, or reset, by the client
         problem = "the connection ended before the end of the body"
     else:
         problem = f"{type(exc).__name__}: {str(exc)[:200]}"

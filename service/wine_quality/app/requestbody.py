@@ -17,7 +17,8 @@ Every route that takes a body reads it here, never through `request.get_data()`;
 - over WINE_QUALITY_MAX_BODY_BYTES is 413, for a Content-Length body before a byte is read, and for
   a chunked body as soon as the limit is passed (never a body cut at the limit and parsed);
 - broken framing (an invalid chunk size, a missing chunk terminator, a bad trailer, a body shorter
-  than its Content-Length) is 400 naming the problem, not an unhandled error;
+  than its Content-Length, a connection closed or reset before the end of the body) is 400
+  naming the problem, not an unhandled error;
 - a client that sends its body slower than GUNICORN_READ_TIMEOUT allows (wine_quality.app.worker)
   gets 408.
 
@@ -57,6 +58,7 @@ LARGE_BODY_SLOTS = 2
 SLOT_WAIT_SECONDS = 5.0
 UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})  # ASCII text is UTF-8
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_GZIP_MEMBERS = 1000  # blocked gzip (64 KiB members) decodes to 64 MB in that many
 DECODED = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _large_bodies = threading.BoundedSemaphore(LARGE_BODY_SLOTS)
 
@@ -98,15 +100,18 @@ class BodyTooLarge(APIError):
 
 class BodyDecoder:
     """A gzip or deflate body, decoded piece by piece as it is read, to at most `limit` bytes.
-    A gzip body may have several members (RFC 1952); anything after a deflate stream, or a
-    stream that stops before its end, is an error."""
+    A gzip body may have several members (RFC 1952), up to MAX_GZIP_MEMBERS; anything after a
+    deflate stream, or a stream that stops before its end, is an error; an empty body is empty."""
 
     def __init__(self, coding: str, limit: int) -> None:
         self.coding, self.limit = coding, limit
         self._decoded = io.BytesIO()
         self._stream = zlib.decompressobj(DECODED[coding])
+        self._members = 1
+        self._fed = False
 
     def feed(self, piece: bytes) -> None:
+        self._fed = self._fed or bool(piece)
         try:
             while piece:
                 room = self.limit + 1 - self._decoded.tell()  # at least 1: max_length 0 is "all"
@@ -124,10 +129,15 @@ class BodyDecoder:
             return rest
         if DECODED[self.coding] == zlib.MAX_WBITS or not GZIP_MAGIC.startswith(rest[:2]):
             raise self._corrupt("data after the end of the compressed stream")
+        self._members += 1
+        if self._members > MAX_GZIP_MEMBERS:  # each one costs a copy of the rest of the piece
+            raise self._corrupt(f"more than {MAX_GZIP_MEMBERS} gzip members")
         self._stream = zlib.decompressobj(DECODED[self.coding])
         return rest
 
     def result(self) -> bytes:
+        if not self._fed:  # an empty body is empty, whatever its coding and framing
+            return b""
         if not self._stream.eof:
             raise self._corrupt("the compressed stream ends before its end")
         return self._decoded.getvalue()
@@ -267,7 +277,7 @@ def _read(stream: Any, limit: int, length: int | None, decoder: BodyDecoder | No
             if received > limit:
                 raise BodyTooLarge(limit)
             feed(piece)
-    except (ParseException, NoMoreData, RequestReadTimeout, TimeoutError) as exc:
+    except (ParseException, NoMoreData, RequestReadTimeout, OSError) as exc:  # OSError: a reset
         raise framing_error(exc) from None
     if length is not None and received < length:
         raise framing_error(NoMoreData())

@@ -8,9 +8,10 @@ instead of a worker. But once a request's first byte has arrived, gthread reads 
 blocking socket and no overall limit, so enough trickling clients still take every thread. This
 worker collects a request in the poller, holding no thread, until its head has arrived, and
 with it the body when Content-Length announces one of up to GATHER_BYTES with the head (most API
-requests): only then does a thread take it. From the request's first byte, its line, headers and
-body must arrive within GUNICORN_READ_TIMEOUT seconds, in the poller and then in the thread that
-reads a larger body; otherwise the client gets 408 and the connection is closed. Likewise an
+requests), a pipelined one begun in the bytes read with the last included: only then does a
+thread take it. From the request's first byte, its line, headers and body must arrive within
+GUNICORN_READ_TIMEOUT seconds, in the poller and then in the thread that reads a larger body;
+otherwise the client gets 408 and the connection is closed. Likewise an
 answer must be taken within GUNICORN_WRITE_TIMEOUT seconds from its first byte, or the
 connection is reset: a client that never reads cannot keep a thread either. A new connection
 waits in the poller until it sends its first bytes (gthread gives it a thread that waits up to
@@ -100,6 +101,13 @@ LINGER_SECONDS = 2.0  # gunicorn's close_graceful defaults
 LINGER_DRAIN_BYTES = 64 * 1024
 GATHER_BYTES = 16 * 1024  # a request start the poller holds per connection, at most
 REQUEST_LINE = re.compile(rb"[!-~]+ [!-~]+ HTTP/[0-9]\.[0-9]")  # method, target, version
+ERROR_CODES = {  # of gunicorn's own error answers; any other 4xx is bad_request
+    408: "request_timeout",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+}
+NOT_HTTP = "not an HTTP/1 request: it begins with no method (TLS sent to a plain HTTP port?)"
 SERVE, ARRIVING = object(), object()  # what follows an answer on a kept-alive connection
 _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets and drops unsent data
 
@@ -152,6 +160,7 @@ class ClientSocket:
         self._gathered = bytearray()
         self._needed: int | None = None  # bytes the gathered request needs; None: head incomplete
         self.started: float | None = None  # when the request's first byte arrived
+        self.unlike_http = False  # the gathered bytes cannot begin an HTTP/1 request
 
     def gather(self) -> bool:
         """Take what the client has sent so far, without waiting (the poller found the socket
@@ -171,10 +180,25 @@ class ClientSocket:
             return True
         if self.started is None:
             self.started = time.monotonic()
+        self._add(data)
+        return self._whole()
+
+    def regather(self, data: bytes) -> bool:
+        """Bytes the last request's reader took from the next one (a pipelining client) go back
+        in front of the socket; whether they hold the whole request (else gather() collects
+        the rest). Its read deadline runs from now: the last answer is written."""
+        self.started = time.monotonic()
+        self._add(data)
+        return self._whole()
+
+    def _add(self, data: bytes) -> None:
         scanned = len(self._gathered)
         self._gathered += data
         if self._needed is None:
             self._needed = bytes_needed(self._gathered, scanned)
+            self.unlike_http = self._needed == 0 and unlike_http(self._gathered)
+
+    def _whole(self) -> bool:
         return len(self._gathered) >= (self._needed if self._needed is not None else GATHER_BYTES)
 
     def recv(self, size: int, flags: int = 0) -> bytes:
@@ -323,9 +347,21 @@ def bytes_needed(gathered: bytearray, scanned: int) -> int | None:
     return whole if length is not None and whole <= GATHER_BYTES else 0
 
 
+def unlike_http(gathered: bytearray) -> bool:
+    """Whether the bytes cannot begin an HTTP/1 request: every method begins with an ASCII
+    letter, after one empty line at most (a TLS handshake begins with byte 22, and its line
+    never ends)."""
+    start = 2 if gathered.startswith(b"\r\n") else 0
+    first = gathered[start : start + 1]
+    return bool(first) and not first.isalpha() and gathered != b"\r"  # the empty line may come
+
+
 def _not_a_request_line(gathered: bytearray, scanned: int) -> bool:
-    """Whether the first line has just ended, and is not an HTTP/1 request line (gunicorn answers
-    400 at once; the poller would wait for a head that never comes)."""
+    """Whether the first line cannot start an HTTP/1 request: it begins unlike one, or it has
+    just ended and is no request line (gunicorn answers that 400 at once). The poller would
+    wait for a head that never comes."""
+    if unlike_http(gathered):
+        return True
     start = 2 if gathered.startswith(b"\r\n") else 0
     line_end = gathered.find(b"\r\n", start)
     newly_ended = line_end >= 0 and line_end + 1 >= scanned
@@ -425,9 +461,7 @@ class DateHeader:
 
 
 def _code(status: int) -> str:
-    return {408: "request_timeout", 414: "uri_too_long", 431: "headers_too_large"}.get(
-        status, "bad_request" if status < 500 else "server_error"
-    )
+    return ERROR_CODES.get(status, "bad_request" if status < 500 else "server_error")
 
 
 class ServiceWorker(ThreadWorker):
@@ -566,6 +600,11 @@ class ServiceWorker(ThreadWorker):
                 self._busy_threads -= 1
 
     def _handle_one(self, conn: Any) -> Any:
+        if conn.sock.unlike_http:  # gunicorn would wait for the end of a line that never comes
+            self.log.warning("Invalid request from ip=%s: %s", (conn.client or ("-",))[0], NOT_HTTP)
+            with contextlib.suppress(OSError):
+                error_page(conn.sock, 400, "Bad Request", NOT_HTTP)
+            return False
         conn.sock.deadline = (conn.sock.started or time.monotonic()) + self._read_timeout
         try:
             return super().handle(conn)
@@ -576,11 +615,13 @@ class ServiceWorker(ThreadWorker):
         """What becomes of a kept-alive connection after an answer. SERVE: this thread serves its
         next request, which has arrived whole (read ahead with the last body, or within
         KEEPALIVE_WAIT_SECONDS while the worker runs and another thread is free); ARRIVING: it
-        has begun, and the poller collects the rest; True: it goes back to the poller, idle."""
+        has begun, and the poller collects the rest (gthread would hand a request begun in the
+        read-ahead to a thread); True: it goes back to the poller, idle."""
+        ahead = conn.parser.unreader.take_buffered()  # read with the last body: pipelined
+        if ahead:
+            return SERVE if conn.sock.regather(ahead) else ARRIVING
         if not self.alive or self._busy_threads >= self._threads:
             return True
-        if conn.parser.unreader.buf.getvalue():
-            return SERVE
         if not _readable(conn.sock, KEEPALIVE_WAIT_SECONDS):
             return True
         return SERVE if conn.sock.gather() else ARRIVING
