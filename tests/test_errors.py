@@ -11,7 +11,7 @@ import pytest
 from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
 
 from support import PAPER_ROW
-from wine_quality.app.requestbody import MAX_GZIP_MEMBERS
+from wine_quality.app.requestbody import MAX_GZIP_MEMBERS, BodyDecoder
 from wine_quality.core.features import FEATURE_NAMES
 
 WINE = dict(zip(FEATURE_NAMES, PAPER_ROW, strict=True))
@@ -492,6 +492,18 @@ def test_a_compressed_body_is_held_to_the_limit_once_decoded(make_app, coding, c
         "(WINE_QUALITY_MAX_BODY_BYTES)"
     )
     assert response.headers["Connection"] == "close"
+
+
+@pytest.mark.parametrize("size", [1, 3, 1000, 100_000])
+def test_a_compressed_body_is_decoded_whatever_pieces_it_arrives_in(size):
+    """Members that end and begin inside a piece, or across pieces (a chunked body arrives in
+    the pieces its sender chose)."""
+    body = json.dumps({"instances": [WINE] * 40}).encode()
+    sent = gzip.compress(body[:300]) + gzip.compress(b"") + gzip.compress(body[300:])
+    decoder = BodyDecoder("gzip", len(body))
+    for start in range(0, len(sent), size):
+        decoder.feed(sent[start : start + size])
+    assert decoder.result() == body
 
 
 def test_gzip_members_are_limited(api_client):

@@ -59,6 +59,7 @@ SLOT_WAIT_SECONDS = 5.0
 UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})  # ASCII text is UTF-8
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_GZIP_MEMBERS = 1000  # blocked gzip (64 KiB members) decodes to 64 MB in that many
+DECODE_SLICE_BYTES = 16 * 1024  # zlib copies what follows a member's end: at most this much
 DECODED = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _large_bodies = threading.BoundedSemaphore(LARGE_BODY_SLOTS)
 
@@ -112,6 +113,11 @@ class BodyDecoder:
 
     def feed(self, piece: bytes) -> None:
         self._fed = self._fed or bool(piece)
+        view = memoryview(piece)
+        for start in range(0, len(view), DECODE_SLICE_BYTES):
+            self._decode(view[start : start + DECODE_SLICE_BYTES])
+
+    def _decode(self, piece: bytes | memoryview) -> None:
         try:
             while piece:
                 room = self.limit + 1 - self._decoded.tell()  # at least 1: max_length 0 is "all"
@@ -130,7 +136,7 @@ class BodyDecoder:
         if DECODED[self.coding] == zlib.MAX_WBITS or not GZIP_MAGIC.startswith(rest[:2]):
             raise self._corrupt("data after the end of the compressed stream")
         self._members += 1
-        if self._members > MAX_GZIP_MEMBERS:  # each one costs a copy of the rest of the piece
+        if self._members > MAX_GZIP_MEMBERS:  # each costs a copy of the rest of the slice
             raise self._corrupt(f"more than {MAX_GZIP_MEMBERS} gzip members")
         self._stream = zlib.decompressobj(DECODED[self.coding])
         return rest
