@@ -540,7 +540,11 @@ def test_an_empty_compressed_body_is_an_empty_body(api_client, case, chunked):
 
 CORRUPT = {
     "not gzip at all": ("gzip", lambda body: body, "incorrect header check"),
-    "cut short": ("gzip", lambda body: gzip.compress(body)[:-9], "ends before its end"),
+    "cut short": (
+        "gzip",
+        lambda body: gzip.compress(body)[:-9],
+        "ends before the end of the compressed stream",
+    ),
     "a flipped byte": (
         "gzip",
         lambda body: (lambda z: z[:20] + bytes([z[20] ^ 0xFF]) + z[21:])(gzip.compress(body)),

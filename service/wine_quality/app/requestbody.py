@@ -145,7 +145,7 @@ class BodyDecoder:
         if not self._fed:  # an empty body is empty, whatever its coding and framing
             return b""
         if not self._stream.eof:
-            raise self._corrupt("the compressed stream ends before its end")
+            raise self._corrupt("the body ends before the end of the compressed stream")
         return self._decoded.getvalue()
 
     def _corrupt(self, problem: str) -> APIError:
