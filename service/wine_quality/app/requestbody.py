@@ -133,7 +133,7 @@ class BodyDecoder:
     def _next_member(self, rest: bytes) -> bytes:
         if not rest:
             return rest
-        if DECODED[self.coding] == zlib.MAX_WBITS or not GZIP_MAGIC.startswith(rest[:2]):
+        if self.coding == "deflate" or not GZIP_MAGIC.startswith(rest[:2]):  # one zlib stream
             raise self._corrupt("data after the end of the compressed stream")
         self._members += 1
         if self._members > MAX_GZIP_MEMBERS:  # each costs a copy of the rest of the slice
