@@ -11,11 +11,13 @@
   worker runs and another thread is free, only KEEPALIVE_WAIT_SECONDS, and serves it only when
   it has arrived whole;
 - a request is gathered without waiting until its head, and a small body announced by its
-  Content-Length, have arrived, however the client splits it.
+  Content-Length, have arrived, however the client splits it;
+- an answer goes out as gunicorn's own response would send it, its constant headers unchecked.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -24,12 +26,17 @@ from types import SimpleNamespace
 
 import pytest
 from gunicorn import util
-from gunicorn.http.unreader import Unreader
+from gunicorn.config import Config
+from gunicorn.http import wsgi
+from gunicorn.http.message import Request
+from gunicorn.http.unreader import IterUnreader, Unreader
 
 from wine_quality.app import worker
 from wine_quality.app.errors import RequestReadTimeout
+from wine_quality.app.hooks import HSTS, SECURITY_HEADERS
 from wine_quality.app.worker import ClientSocket, DateHeader, ServiceWorker
 
+PEER = ("127.0.0.1", 40000)
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
 
 
@@ -386,3 +393,46 @@ def test_the_date_header_is_gunicorns_formatted_once_a_second(monkeypatch) -> No
     assert date() == "Fri, 15 Jan 2027 08:00:01 GMT"
     assert formatted == [1_800_000_000, 1_800_000_001]  # the second second, formatted once each
     assert date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"  # a given time is formatted as asked
+
+
+def answered(response_class: type, headers: list[tuple[str, str]]) -> bytes | tuple[str, str]:
+    """What gunicorn sends for an answer with `headers`, or the error it raises."""
+    request = Request(Config(), IterUnreader([b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]), PEER, 1)
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        response = response_class(request, ours, Config())
+        try:
+            response.start_response("200 OK", list(headers))
+        except Exception as error:  # the error is the result to compare
+            return (type(error).__name__, str(error))
+        response.write(b"{}")
+        response.close()
+        ours.shutdown(socket.SHUT_WR)
+        peer.settimeout(5)
+        sent = b"".join(iter(lambda: peer.recv(65536), b""))
+    return re.sub(rb"Date: [^\r]*", b"Date: -", sent)
+
+
+TYPICAL = [
+    ("Content-Type", "application/json"),
+    ("Content-Length", "2"),
+    *SECURITY_HEADERS.items(),
+    ("X-Request-ID", "0123456789abcdef0123456789abcdef"),
+]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        TYPICAL,
+        [*TYPICAL, ("Strict-Transport-Security", HSTS)],
+        [("Content-Type", "application/json "), ("Connection", "close"), ("Keep-Alive", "5")],
+        [("X-Frame-Options", "DENY"), ("X-Frame-Options", "SAMEORIGIN")],
+        [*TYPICAL[:3], ("X Bad", "1")],
+        [*TYPICAL[:3], ("X-Bad", "a\r\nb")],
+        [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "2")],
+    ],
+)
+def test_answers_are_sent_as_gunicorns_response_sends_them(headers) -> None:
+    assert set(worker.CHECKED_HEADERS) <= set(TYPICAL) | {("Strict-Transport-Security", HSTS)}
+    assert answered(worker.ServiceResponse, headers) == answered(wsgi.Response, headers)
