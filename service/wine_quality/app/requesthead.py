@@ -10,18 +10,18 @@ gunicorn reads it:
 - the request line: an upper-case method of RFC 9110 (GET, HEAD, POST, PUT, DELETE, OPTIONS,
   PATCH), a target that is a path of visible ASCII (no `#`) with an optional query, and
   HTTP/1.0 or HTTP/1.1;
-- each field: a token, a colon, and a value of visible ASCII and spaces (optional whitespace
-  around it);
+- each field: a token, a colon, and a value of visible ASCII and spaces (spaces or tabs before
+  it, spaces after it);
 - the whole head within the first read, and within gunicorn's limits (request line, number of
   fields, field size).
 
 A head outside that shape goes to gunicorn's own parser unchanged, which accepts it or refuses it
-exactly as without this module (obsolete line folding, tabs or non-ASCII in values, a leading
-empty line, absolute targets, `CONNECT`, limits exceeded, the PROXY protocol). Either way the
-fields go through gunicorn's header policy (`Expect`, singleton fields, the scheme and forwarding
-headers of trusted peers, names with underscores) and the body through gunicorn's framing
+exactly as without this module (obsolete line folding, tabs within or after a value, non-ASCII,
+a leading empty line, absolute targets, `CONNECT`, limits exceeded, the PROXY protocol). Either
+way the fields go through gunicorn's header policy (`Expect`, singleton fields, the scheme and
+forwarding headers of trusted peers, names with underscores) and the body through gunicorn's framing
 (`Content-Length`, `Transfer-Encoding`); tests/test_requesthead.py checks that both parsers read
-any head to the same request.
+any head to the same request, or refuse it with the same error.
 """
 
 from __future__ import annotations
