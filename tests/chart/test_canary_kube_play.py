@@ -22,6 +22,7 @@ import yaml
 
 from gunicorn_server import free_port
 from support import REPO, BuiltImage, require_tool
+from wine_quality.app.metrics import FLUSH_SECONDS
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -117,7 +118,9 @@ def test_both_tracks_run_and_the_stable_pods_score_a_shadow(tracks):
         assert time.monotonic() < deadline, "the shadow did not score the stable pod's rows"
         time.sleep(0.05)
     assert metric(tracks["stable"], "wine_quality_shadow_predictions_total") == 2
-    # Each pod counts its own rows only: the tracks share no metrics directory.
+    # Each pod counts its own rows only: the tracks share no metrics directory. Every worker
+    # writes its counts within FLUSH_SECONDS of a request.
+    time.sleep(FLUSH_SECONDS + 0.5)
     assert metric(tracks["stable"], "wine_quality_predictions_total") == 2
     assert metric(tracks["canary"], "wine_quality_predictions_total") == 1
 

@@ -23,6 +23,7 @@ import requests
 
 from gunicorn_server import GunicornServer
 from support import PAPER_ROW
+from wine_quality.app.metrics import FLUSH_SECONDS
 from wine_quality.core.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.slow
@@ -59,15 +60,22 @@ def total(samples: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in samples.items() if k.startswith(prefix))
 
 
+def settled_scrape(server: GunicornServer) -> dict[str, float]:
+    """The metrics once every worker has written the counts of the requests before (each writes
+    within FLUSH_SECONDS of a request)."""
+    time.sleep(FLUSH_SECONDS + 0.5)
+    return scrape(server)
+
+
 def test_metrics_add_up_across_four_workers(four_workers: GunicornServer):
     sent = 120
-    before = scrape(four_workers)
+    before = settled_scrape(four_workers)
     for _ in range(sent):  # a new connection per request, so the kernel spreads them over workers
         response = requests.post(
             f"{four_workers.url}/v1/predict", json=WINE, timeout=10, headers={"Connection": "close"}
         )
         assert response.status_code == 200
-    after = scrape(four_workers)
+    after = settled_scrape(four_workers)
 
     served_by = {line["pid"] for line in four_workers.access_log() if line["path"] == "/v1/predict"}
     assert len(served_by) >= 2, "the requests all went to one worker; nothing was aggregated"
