@@ -140,6 +140,15 @@ def test_the_writer_thread_writes_the_counts_within_a_second() -> None:
     assert waited <= metrics.FLUSH_SECONDS + 0.5
 
 
+def rows_written_by(script: str, directory: Path) -> float:
+    """rows_total as the multiprocess files hold it after `script` ran in a process of its own."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return samples(registry)[("rows_total", ())]
+
+
 def test_a_process_writes_its_counts_when_it_exits(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
@@ -150,11 +159,7 @@ def test_a_process_writes_its_counts_when_it_exits(tmp_path: Path) -> None:
         tally.inc(rows, 42)
         """
     )
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
-    assert samples(registry)[("rows_total", ())] == 42
+    assert rows_written_by(script, tmp_path) == 42
 
 
 @pytest.mark.parametrize("values", [np.array([5.0]), np.array([2.0, 7.5, 7.5, 12.0])])
@@ -189,8 +194,4 @@ def test_a_forked_process_starts_its_own_writer(tmp_path: Path) -> None:
         os.waitpid(pid, 0)
         """
     )
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
-    assert samples(registry)[("rows_total", ())] == 7
+    assert rows_written_by(script, tmp_path) == 7
