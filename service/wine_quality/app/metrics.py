@@ -41,6 +41,7 @@ from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMet
 
 from wine_quality.app.holder import ModelHolder
 from wine_quality.app.hooks import started_at, was_unhandled
+from wine_quality.core.facts import any_outside
 from wine_quality.core.features import FEATURES
 
 QUALITY_BUCKETS = (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5, 8.0, 9.0)
@@ -235,7 +236,7 @@ class ServiceMetrics:
         tally.inc(self.predictions, len(qualities))
         tally.observe(self.batch_rows, len(qualities))
         tally.observe_many(self.predicted_quality, qualities)
-        if not outside.any():
+        if not any_outside(outside):
             return
         counts = outside.sum(axis=0)
         for column in np.flatnonzero(counts):

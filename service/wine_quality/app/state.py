@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,6 +20,7 @@ from wine_quality.app.settings import Settings
 from wine_quality.app.shadow import OnScored, Shadow
 from wine_quality.core.artifact import LoadedModel
 from wine_quality.core.explain import Explanation
+from wine_quality.core.facts import any_outside
 from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES, grades
 
 EXTENSION = "wine_quality"
@@ -61,7 +63,7 @@ class Prediction:
     explanation: Explanation | None = None
 
     def records(self) -> list[dict]:
-        qualities, lows, highs = np.array((self.quality, self.low, self.high)).round(6).tolist()
+        qualities, lows, highs = _rounded((self.quality, self.low, self.high))
         grades = self.grade.tolist()
         records = [
             {"quality": q, "grade": g, "interval": {"level": self.level, "low": lo, "high": hi}}
@@ -129,6 +131,20 @@ class Prediction:
         return out.getvalue()
 
 
+def _rounded(columns: tuple[np.ndarray, ...]) -> list[list[float]]:
+    """The columns rounded to 6 decimals as numpy rounds them (times 10**6, to the nearest even
+    whole number, divided by 10**6); a single row in Python floats, to the bit
+    (core/features.one_value_clipped says why)."""
+    values = [float(column[0]) for column in columns] if len(columns[0]) == 1 else None
+    if values is None or not all(abs(value) < _EXACT_BELOW for value in values):
+        return np.array(columns).round(6).tolist()
+    return [[math.copysign(round(value * 1e6) / 1e6, value)] for value in values]
+
+
+# below this, value * 1e6 is a whole number exactly when it should be (2**53 / 1e6 is 9e9)
+_EXACT_BELOW = 1e9
+
+
 @dataclass
 class ServiceState:
     settings: Settings
@@ -153,7 +169,8 @@ class ServiceState:
         training_range = model.facts.training_range
         outside = training_range.outside(rows)
         # rows without warnings share one empty list (never mutated)
-        warnings = training_range.warnings(rows, outside) if outside.any() else [[]] * len(rows)
+        flagged = any_outside(outside)
+        warnings = training_range.warnings(rows, outside) if flagged else [[]] * len(rows)
         self.metrics.record_prediction(quality, outside)
         low, high = model.facts.intervals.bounds(rows, quality)
         prediction = Prediction(

@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from wine_quality.core.features import FEATURES, TARGET_MAXIMUM, TARGET_MINIMUM, Feature
+from wine_quality.core.features import (
+    FEATURES,
+    TARGET_MAXIMUM,
+    TARGET_MINIMUM,
+    Feature,
+    one_value_clipped,
+    within,
+)
 from wine_quality.core.problems import kind_of
 
 # Versions end up in file names, URLs, CSV cells and metric labels: a plain token, never a formula.
@@ -55,6 +62,13 @@ class Difficulty:
         estimate = self.intercept + rows @ self.weights + self.prediction_weight * quality
         return estimate.clip(self.floor, self.ceiling)
 
+    def of_one(self, rows: np.ndarray, quality: float) -> float:
+        """__call__ for a single row [1, 11], in Python floats (features.one_value_clipped): the
+        same operations in the same order, so the same number."""
+        inputs = float((rows @ self.weights)[0])
+        estimate = self.intercept + inputs + self.prediction_weight * quality
+        return one_value_clipped(estimate, self.floor, self.ceiling)
+
     def as_metadata(self) -> dict[str, Any]:
         return {
             "intercept": self.intercept,
@@ -90,6 +104,16 @@ def interval_bounds(
     return low, high
 
 
+def one_interval(quality: float, half_width: float) -> tuple[float, float]:
+    """interval_bounds for a single prediction, in Python floats."""
+    low = one_value_clipped(quality - half_width, _GRADE_MINIMUM, _GRADE_MAXIMUM)
+    high = one_value_clipped(quality + half_width, _GRADE_MINIMUM, _GRADE_MAXIMUM)
+    return low, high
+
+
+_GRADE_MINIMUM, _GRADE_MAXIMUM = float(TARGET_MINIMUM), float(TARGET_MAXIMUM)
+
+
 @dataclass(frozen=True)
 class IntervalFacts:
     """The conformal prediction interval fixed at training time (training/intervals.py): a row's
@@ -122,6 +146,10 @@ class IntervalFacts:
         )
 
     def bounds(self, rows: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(quality) == 1:  # one wine: Python floats (features.one_value_clipped)
+            value = float(quality[0])
+            low, high = one_interval(value, self.quantile * self.difficulty.of_one(rows, value))
+            return np.array([low]), np.array([high])
         return interval_bounds(quality, self.quantile * self.difficulty(rows, quality))
 
 
@@ -264,9 +292,13 @@ class TrainingRange:
     def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
         self.low = low
         self.high = high
+        self._low, self._high = low.tolist(), high.tolist()
 
     def outside(self, rows: np.ndarray) -> np.ndarray:
-        """Boolean [n, 11] mask of cells outside the training range."""
+        """Boolean [n, 11] mask of cells outside the training range (read-only for a single
+        row inside it: one shared array)."""
+        if len(rows) == 1 and within(rows[0].tolist(), self._low, self._high):
+            return _NONE_OUTSIDE
         return (rows < self.low) | (rows > self.high)
 
     def warnings(self, rows: np.ndarray, mask: np.ndarray) -> list[list[str]]:
@@ -280,3 +312,13 @@ class TrainingRange:
                 f"[{self.low[column]:g}, {self.high[column]:g}]; the prediction is less reliable"
             )
         return result
+
+
+def any_outside(mask: np.ndarray) -> bool:
+    """Whether a mask from TrainingRange.outside flags any cell (the shared one-row mask without
+    asking numpy)."""
+    return mask is not _NONE_OUTSIDE and bool(mask.any())
+
+
+_NONE_OUTSIDE = np.zeros((1, len(FEATURES)), dtype=bool)
+_NONE_OUTSIDE.flags.writeable = False

@@ -12,6 +12,7 @@ metadata) is narrower; values between the two are served with a warning.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,7 +100,28 @@ TARGET_MAXIMUM = 10
 
 def grades(quality: np.ndarray) -> np.ndarray:
     """Predicted qualities as whole grades: rounded half up, clipped to the target's scale."""
+    if len(quality) == 1 and math.isfinite(quality[0]):  # one wine: see one_value_clipped
+        grade = math.floor(float(quality[0]) + 0.5)
+        return np.array([min(max(grade, TARGET_MINIMUM), TARGET_MAXIMUM)], dtype=np.int64)
     return np.floor(quality + 0.5).clip(TARGET_MINIMUM, TARGET_MAXIMUM).astype(np.int64)
+
+
+def within(values: list[float], low: list[float], high: list[float]) -> bool:
+    """low[i] <= values[i] <= high[i] for every i (False for NaN): one row's range check, the
+    comparisons done in C."""
+    return all(map(operator.le, low, values)) and all(map(operator.le, values, high))
+
+
+def one_value_clipped(value: float, low: float, high: float) -> float:
+    """np.clip for a single float and bounds that are numbers, to the bit: a value is replaced
+    only when strictly past a bound (so NaN stays NaN, and -0.0 at a bound of 0.0 stays -0.0),
+    as numpy's loop does.
+
+    A single wine's arithmetic is done in Python floats, which round every operation as numpy's
+    float64 does: numpy costs a microsecond or more per call on an array of one (several under
+    load, with cold caches), a Python float operation a few tens of nanoseconds."""
+    value = low if value < low else value
+    return high if value > high else value
 
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
