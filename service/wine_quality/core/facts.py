@@ -59,15 +59,28 @@ class Difficulty:
     ceiling: float
 
     def __call__(self, rows: np.ndarray, quality: np.ndarray) -> np.ndarray:
-        estimate = self.intercept + rows @ self.weights + self.prediction_weight * quality
+        # The weighted inputs are added column by column in FEATURES order rather than by a
+        # matrix product, whose order of additions (BLAS's) depends on the batch's shape: so a
+        # wine gets the same number alone (of_one) or in any batch.
+        inputs = rows[:, 0] * self.weights[0]
+        for column in range(1, len(self.weights)):
+            inputs = inputs + rows[:, column] * self.weights[column]
+        estimate = self.intercept + inputs + self.prediction_weight * quality
         return estimate.clip(self.floor, self.ceiling)
 
-    def of_one(self, rows: np.ndarray, quality: float) -> float:
-        """__call__ for a single row [1, 11], in Python floats (features.one_value_clipped): the
-        same operations in the same order, so the same number."""
-        inputs = float((rows @ self.weights)[0])
+    def of_one(self, row: list[float], quality: float) -> float:
+        """__call__ for a single row, in Python floats (features.one_value_clipped): the same
+        operations in the same order, so the same number."""
+        weights = self._weight_list
+        inputs = row[0] * weights[0]
+        for column in range(1, len(weights)):
+            inputs = inputs + row[column] * weights[column]
         estimate = self.intercept + inputs + self.prediction_weight * quality
         return one_value_clipped(estimate, self.floor, self.ceiling)
+
+    @cached_property
+    def _weight_list(self) -> list[float]:
+        return self.weights.tolist()
 
     def as_metadata(self) -> dict[str, Any]:
         return {
@@ -148,7 +161,8 @@ class IntervalFacts:
     def bounds(self, rows: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(quality) == 1:  # one wine: Python floats (features.one_value_clipped)
             value = float(quality[0])
-            low, high = one_interval(value, self.quantile * self.difficulty.of_one(rows, value))
+            difficulty = self.difficulty.of_one(rows[0].tolist(), value)
+            low, high = one_interval(value, self.quantile * difficulty)
             return np.array([low]), np.array([high])
         return interval_bounds(quality, self.quantile * self.difficulty(rows, quality))
 
