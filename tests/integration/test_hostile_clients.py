@@ -273,6 +273,20 @@ def test_gunicorn_error_answers_carry_the_security_headers(server: GunicornServe
         assert json.loads(body)["error"]["status"] == expected
 
 
+@pytest.mark.parametrize("length", [4095, 9000, 70000])
+def test_a_request_line_over_the_limit_is_told_by_the_limit(
+    server: GunicornServer, length: int
+) -> None:
+    target = b"/" + b"a" * (length - len(b"GET  HTTP/1.1") - 1)
+    line = b"GET " + target + b" HTTP/1.1"
+    assert len(line) == length
+    status, _, body = exchange(server, line + b"\r\nHost: x\r\n\r\n")
+    assert status == 414
+    assert json.loads(body)["error"]["message"] == (
+        "Request Line is too large (longer than 4094 bytes)"
+    )
+
+
 class Trickler(threading.Thread):
     """One client: `prefix` at once, then `data` at one byte per second until `stop`."""
 

@@ -90,7 +90,11 @@ from typing import Any
 
 from gunicorn import util
 from gunicorn.http import wsgi
-from gunicorn.http.errors import ConfigurationProblem, UnsupportedTransferCoding
+from gunicorn.http.errors import (
+    ConfigurationProblem,
+    LimitRequestLine,
+    UnsupportedTransferCoding,
+)
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
@@ -138,6 +142,15 @@ class NotAPath(Exception):
             f"request target {shown!r} is not a path: this server is not a proxy, and answers "
             "requests for its paths (/...) or absolute URLs (http://host/...)"
         )
+
+
+class RequestLineTooLong(LimitRequestLine):
+    """gunicorn's LimitRequestLine, told by the limit alone: gunicorn quotes the bytes it held
+    when it gave up (16384 > 4094, as the poller hands it 16 KiB), which is not the line's
+    length."""
+
+    def __str__(self) -> str:
+        return f"Request Line is too large (longer than {self.max_size} bytes)"
 
 
 def _is_a_path(target: str) -> bool:
@@ -744,6 +757,8 @@ class ServiceWorker(ThreadWorker):
             with contextlib.suppress(OSError):
                 error_page(client, 400, "Bad Request", str(exc))
             return
+        if isinstance(exc, LimitRequestLine) and exc.max_size is not None:
+            exc = RequestLineTooLong(exc.size, exc.max_size)
         super().handle_error(req, client, addr, exc)
 
     # Closing. gthread closes a connection that ends after an answer with util.close_graceful
