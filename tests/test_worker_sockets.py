@@ -12,16 +12,21 @@
   it has arrived whole;
 - a request is gathered without waiting until its head, and a small body announced by its
   Content-Length, have arrived, however the client splits it;
+- the main thread serves only a request that has arrived whole and needs no decoding; while it
+  does, nothing waits: a read beyond the request fails at once, gunicorn's blocking mode is not
+  set, and what the kernel does not take of the answer is kept, then sent in order by a thread
+  within the write timeout;
 - an answer goes out as gunicorn's own response would send it, its constant headers unchecked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -374,6 +379,138 @@ def test_gather_stops_at_its_size_and_at_the_end_of_the_connection() -> None:
         assert sock.gather() is True  # the end: the thread's read finds it
         assert sock.recv(100) == b"GET / HTTP"
         assert sock.recv(100) == b""
+
+
+SERVABLE_HERE = {
+    "no body": (GET, True),
+    "a small body": (POST_HEAD + b"Content-Length: 5\r\n\r\n12345", True),
+    "a body with a header's words": (
+        POST_HEAD + b"Content-Length: 23\r\n\r\n\r\nContent-Encoding: x\r\n\r\n",
+        True,
+    ),
+    "a compressed body": (
+        POST_HEAD + b"Content-Encoding: gzip\r\nContent-Length: 5\r\n\r\n12345",
+        False,
+    ),
+    "a coding named in capitals": (
+        POST_HEAD + b"CONTENT-ENCODING:deflate\r\nContent-Length: 5\r\n\r\n12345",
+        False,
+    ),
+    "a body still arriving": (POST_HEAD + b"Content-Length: 5\r\n\r\n123", False),
+    "a body over the gather size": (
+        POST_HEAD + f"Content-Length: {worker.GATHER_BYTES}\r\n\r\n".encode() + b"x" * 20_000,
+        False,
+    ),
+    "chunked": (POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n0\r\n\r\n", False),
+    "expect": (POST_HEAD + b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n12345", False),
+    "a head still arriving": (GET[:-2], False),
+    "a whole head that gunicorn refuses": (b"GET /\r\nHost: x\r\n\r\n", True),  # 400 at once
+    "a TLS handshake": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", False),
+}
+
+
+@pytest.mark.parametrize("name", SERVABLE_HERE)
+def test_the_main_thread_serves_only_requests_that_arrived_whole_and_need_no_decoding(
+    name: str,
+) -> None:
+    request, servable = SERVABLE_HERE[name]
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = ClientSocket(ours)
+        peer.sendall(request)
+        time.sleep(0.01)
+        sock.gather()
+        assert sock.servable_here() is servable
+
+
+def test_a_request_served_on_the_main_thread_is_never_waited_for() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = ClientSocket(ours)
+        sock.deadline = time.monotonic() + 5
+        peer.sendall(GET)
+        time.sleep(0.01)
+        assert sock.gather() and sock.servable_here()
+        sock.served_here = True
+        assert sock.recv(100) == GET
+        peer.sendall(b"GET /late")  # bytes beyond the request are not read either
+        started = time.monotonic()
+        with pytest.raises(RequestReadTimeout):
+            sock.recv(100)
+        assert time.monotonic() - started < 0.5
+
+
+def test_gunicorns_blocking_mode_is_not_set_while_the_main_thread_serves(pair) -> None:
+    raw, _ = pair
+    raw.setblocking(False)
+    raw.timeouts.clear()
+    sock = ClientSocket(raw)
+    sock.served_here = True
+    sock.setblocking(True)
+    sock.settimeout(2.5)
+    assert raw.gettimeout() == 0.0 and raw.timeouts == []
+    sock.served_here = False
+    sock.setblocking(True)
+    assert raw.gettimeout() is None
+
+
+def small_buffers() -> tuple[socket.socket, socket.socket]:
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ours.setblocking(False)  # as the poller holds it
+    return ours, peer
+
+
+def write_here(
+    sock: ClientSocket, parts: list[bytes], between: Callable[[], object] = lambda: None
+) -> float:
+    """Write `parts` as the main thread does, calling `between` after each, and end the answer
+    as the worker does; how long it took."""
+    started = time.monotonic()
+    sock.served_here = True
+    try:
+        for part in parts:
+            sock.sendall(part)
+            between()
+    finally:
+        sock.served_here = False
+    sock.end_answer()
+    return time.monotonic() - started
+
+
+def test_what_the_client_does_not_take_at_once_is_kept_then_sent_in_order() -> None:
+    ours, peer = small_buffers()
+    with ours, peer:
+        sock = ClientSocket(ours, write_timeout=10)
+        parts = [bytes([65 + i]) * 50_000 for i in range(3)]  # far more than the buffers hold
+        early = bytearray()  # the client reads a little while the answer is written
+
+        def read_some() -> None:
+            time.sleep(0.01)
+            with contextlib.suppress(BlockingIOError):
+                early.extend(peer.recv(8192, socket.MSG_DONTWAIT))
+
+        assert write_here(sock, parts, read_some) < 0.5
+        assert sock.has_kept()
+        sender = threading.Thread(target=sock.send_kept)
+        sender.start()
+        assert early + received(peer, 150_000 - len(early)) == b"".join(parts)
+        sender.join(5)
+        assert not sock.has_kept() and not sock.aborted
+
+
+def test_a_kept_answer_not_taken_within_the_write_timeout_is_dropped() -> None:
+    ours, peer = small_buffers()
+    with ours, peer:
+        sock = ClientSocket(ours, write_timeout=1)
+        write_here(sock, [b"x" * 200_000])
+        time.sleep(0.6)  # the timeout runs from the answer's first byte, not from the hand-over
+        started = time.monotonic()
+        with pytest.raises(worker.WriteTimeout):
+            sock.send_kept()
+        assert 0.2 < time.monotonic() - started < 0.8
+        assert sock.aborted
 
 
 def test_the_date_header_is_gunicorns_formatted_once_a_second(monkeypatch) -> None:

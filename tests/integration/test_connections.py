@@ -6,7 +6,9 @@
   more such clients than threads delay no one, and each gets 408 after GUNICORN_READ_TIMEOUT
   from its first byte, the same deadline a thread then keeps for a larger body;
 - a client that never reads its answer loses it after GUNICORN_WRITE_TIMEOUT, and its thread is
-  free again;
+  free again; one whose small request the worker's main thread answered leaves the rest of its
+  answer to a thread, so clients not reading delay no one however many, and one that reads late,
+  within the timeout, gets its whole answer on a connection that stays usable;
 - a client that keeps its end open after a "Connection: close" answer does not stall the worker;
 - answers that end the connection (413, broken framing, an Expect: 100-continue request answered
   without its body, "close" among the client's Connection options) say so and close it;
@@ -32,6 +34,7 @@ import pytest
 import requests
 
 from gunicorn_server import GunicornServer, module_server
+from wine_quality.app.worker import GATHER_BYTES
 from wine_quality.core.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.slow
@@ -154,13 +157,20 @@ def test_a_client_that_never_reads_its_answer_loses_it_after_the_write_timeout(
         readers.append(sock)
     try:
         time.sleep(1)
-        # Every thread is writing to a client that does not read: without a write timeout this
-        # request would never be answered.
-        wait = timed_readyz(server, timeout=30)
-        print(
-            f"{THREADS + 1} clients not reading their answers: a normal request waited {wait:.1f} s"
+        # Every thread is writing to a client that does not read: without a write timeout a
+        # request that needs a thread (a body over the poller's 16 KiB) would never be answered.
+        started = time.monotonic()
+        answer = requests.post(
+            f"{server.url}/v1/predict",
+            data=big_csv_request(1_000).partition(b"\r\n\r\n")[2],
+            headers={"Content-Type": "text/csv"},
+            timeout=30,
         )
+        wait = time.monotonic() - started
+        print(f"{THREADS + 1} clients not reading their answers: a batch waited {wait:.1f} s")
+        assert answer.status_code == 200
         assert wait < 3 * (WRITE_TIMEOUT + 3)
+        time.sleep(2 * WRITE_TIMEOUT + 1)  # every reader's write timeout has passed
         data, closed = read_until_closed(readers[0], 10)
         assert closed
         assert data.startswith(b"HTTP/1.1 200")
@@ -170,6 +180,90 @@ def test_a_client_that_never_reads_its_answer_loses_it_after_the_write_timeout(
             sock.close()
     assert f"not taken within {WRITE_TIMEOUT} s: connection closed" in server.logs()
     assert "Traceback" not in server.logs()
+
+
+def small_request_large_answer() -> tuple[bytes, int]:
+    """A request the worker's main thread serves (it arrives whole within GATHER_BYTES) whose
+    answer is many times larger (about 250 KB): every row of a CSV explained, as JSON; and its
+    row count."""
+    header = ",".join(FEATURE_NAMES) + "\n"
+    line = "7,0.7,0,2,0.08,11,34,1,3.5,0.6,9\n"
+    rows = (GATHER_BYTES - 200 - len(header)) // len(line)
+    body = (header + line * rows).encode()
+    head = (
+        "POST /v1/predict?explain=1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    request = head.encode() + body
+    assert len(request) <= GATHER_BYTES
+    return request, rows
+
+
+def not_reading(server: GunicornServer, request: bytes) -> socket.socket:
+    """A client that sends `request` and reads nothing yet. Its small segments keep the
+    server's send buffer near 100 KB (on loopback, with 64 KB segments, it grows to 4 MB)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(request)
+    return sock
+
+
+def whole_answer(data: bytes) -> bool:
+    body = data.partition(b"\r\n\r\n")[2]
+    return bool(body) and len(body) >= int(head_of(data)[1]["content-length"])
+
+
+def answer_on(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the next answer on `sock` (Content-Length framed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    status, headers = head_of(data)
+    body = data.partition(b"\r\n\r\n")[2]
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return int(status.split()[1]), body
+
+
+def test_answers_from_the_main_thread_that_clients_do_not_read_delay_no_one(
+    server: GunicornServer,
+) -> None:
+    request, _ = small_request_large_answer()
+    readers = [not_reading(server, request) for _ in range(3 * THREADS)]
+    try:
+        time.sleep(0.5)
+        # more clients than threads hold answers they do not read; the main thread serves on
+        waits = [timed_readyz(server) for _ in range(3)]
+        print(f"{len(readers)} clients not reading: a normal request waited {max(waits):.3f} s")
+        assert max(waits) < 1.0, waits
+        time.sleep(WRITE_TIMEOUT + 1)  # every answer's write timeout has passed
+        for sock in readers:
+            data, closed = read_until_closed(sock, 5)
+            assert closed and not whole_answer(data), len(data)
+    finally:
+        for sock in readers:
+            sock.close()
+    assert f"not taken within {WRITE_TIMEOUT} s: connection closed" in server.logs()
+    assert "Traceback" not in server.logs()
+
+
+def test_an_answer_taken_late_but_in_time_arrives_whole_and_in_order(
+    server: GunicornServer,
+) -> None:
+    request, rows = small_request_large_answer()
+    with not_reading(server, request) as sock:
+        time.sleep(WRITE_TIMEOUT / 2)
+        status, body = answer_on(sock)
+        assert status == 200
+        answer = json.loads(body)
+        assert answer["count"] == rows == len(answer["predictions"])
+        assert len({json.dumps(p, sort_keys=True) for p in answer["predictions"]}) == 1
+        sock.sendall(predict_request(SINGLE))  # the connection goes on
+        status, body = answer_on(sock)
+        assert status == 200 and "grade" in json.loads(body)
 
 
 def test_clients_that_keep_their_end_open_after_close_do_not_stall_the_worker(

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from gunicorn_server import GunicornServer, module_server
-from wine_quality.app.worker import KEEPALIVE_WAIT_SECONDS
+from wine_quality.app.worker import KEEPALIVE_WAIT_SECONDS, SERVED_IN_A_ROW
 from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES
 
 pytestmark = pytest.mark.slow
@@ -130,6 +130,21 @@ def test_pipelined_requests_are_answered_in_order(server: GunicornServer) -> Non
         for raw, status, shows in EXCHANGES:
             if not raw.startswith(b"HEAD"):
                 check(conn.answer(), status, shows)
+    finally:
+        conn.close()
+
+
+def test_more_pipelined_requests_than_are_served_in_a_row_are_answered_in_order(
+    server: GunicornServer,
+) -> None:
+    """The worker's main thread serves SERVED_IN_A_ROW of them, then the connection waits its
+    turn behind the others; some arrive beyond the poller's first read (16 KiB)."""
+    exchanges = [x for x in EXCHANGES if not x[0].startswith(b"HEAD")] * (3 * SERVED_IN_A_ROW)
+    conn = Connection(server)
+    try:
+        conn.sock.sendall(b"".join(raw for raw, _, _ in exchanges))
+        for _, status, shows in exchanges:
+            check(conn.answer(), status, shows)
     finally:
         conn.close()
 

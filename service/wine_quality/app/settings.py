@@ -104,8 +104,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "GUNICORN_THREADS",
         "16",
-        "Threads per gthread worker: requests (slow clients included) one worker reads at once. "
-        "Idle keep-alive connections take no thread. Memory grows with them: each thread holds "
+        "Threads per gthread worker: the requests that wait for their client (bodies over 16 KiB, "
+        "chunked or compressed, answers not taken at once) one worker serves at once; requests "
+        "that arrive whole are served by its main thread, and idle keep-alive connections take "
+        "no thread. Memory grows with them: each thread holds "
         "at most one body (up to WINE_QUALITY_MAX_BODY_BYTES, its own size) while it arrives, "
         "and a worker parses at most 2 received bodies over 64 KiB at a time (others wait up to "
         "5 s, then get 503 with Retry-After); so a worker holds at most GUNICORN_THREADS bodies "
