@@ -9,18 +9,20 @@ blocking socket and no overall limit, so enough trickling clients still take eve
 worker collects a request in the poller, holding no thread, until its head has arrived, and
 with it the body when Content-Length announces one of up to GATHER_BYTES with the head (most API
 requests), a pipelined one begun in the bytes read with the last included: only then is it
-served, by the main thread if it has arrived whole (below), else by a thread. From the request's first byte, its line, headers and body must arrive within
-GUNICORN_READ_TIMEOUT seconds, in the poller and then in the thread that reads a larger body;
-otherwise the client gets 408 and the connection is closed. Likewise an
-answer must be taken within GUNICORN_WRITE_TIMEOUT seconds from its first byte, or the
-connection is reset: a client that never reads cannot keep a thread either. A new connection
-waits in the poller until it sends its first bytes (gthread gives it a thread that waits up to
-5 s: a few dozen silent connections delayed every request by seconds), and is closed if it
-sends nothing within GUNICORN_READ_TIMEOUT.
+served, by the main thread if it has arrived whole (below), else by a thread. From the
+request's first byte, its line, headers and body must arrive within GUNICORN_READ_TIMEOUT
+seconds, in the poller and then in the thread that reads a larger body; otherwise the client
+gets 408 and the connection is closed. Likewise an answer must be taken within
+GUNICORN_WRITE_TIMEOUT seconds from its first byte, or the connection is reset: a client that
+never reads cannot keep a thread either. A new connection waits in the poller until it sends
+its first bytes (gthread gives it a thread that waits up to 5 s: a few dozen silent connections
+delayed every request by seconds), and is closed if it sends nothing within
+GUNICORN_READ_TIMEOUT.
 The bound: clients trickling a head or a small body hold no thread; one trickling a larger body
 (or a chunked one, or one sent after `100 Continue`), or its reading, holds one thread for at
 most those timeouts. Only requests that need a thread wait, and only when more such clients
-than GUNICORN_THREADS are at it at once; the main thread serves the others meanwhile. The poller holds at most GATHER_BYTES per connection.
+than GUNICORN_THREADS are at it at once; the main thread serves the others meanwhile. The
+poller holds at most GATHER_BYTES per connection.
 (gevent would multiplex the connections too, but the work here is CPU-bound Python and ONNX:
 monkey-patching buys nothing and brings its own risks; a buffering proxy in the pod is the
 alternative for clients slower than the timeouts allow, or more numerous.)
