@@ -346,13 +346,9 @@ class ClientSocket:
         if self._write_deadline is None:
             self._write_deadline = time.monotonic() + self.write_timeout
         if self._plain:  # the common case: the kernel takes it all at once, no timeout needed
-            try:
-                sent = self._sock.send(data, flags | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
+            data = self._send_at_once(data, flags)
+            if not data:
                 return
-            data = memoryview(data)[sent:]
         remaining = self._write_deadline - time.monotonic()
         try:
             if remaining <= 0:
@@ -372,14 +368,18 @@ class ClientSocket:
         if self._write_deadline is None and self.write_timeout is not None:
             self._write_deadline = time.monotonic() + self.write_timeout
         if not self._kept:
-            try:
-                sent = self._sock.send(data, flags | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            if sent == len(data):
+            data = self._send_at_once(data, flags)
+            if not data:
                 return
-            data = data[sent:]
         self._kept.append(bytes(data))
+
+    def _send_at_once(self, data: bytes, flags: int) -> memoryview:
+        """Send what the kernel takes without waiting; the rest (empty when it took all)."""
+        try:
+            sent = self._sock.send(data, flags | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        return memoryview(data)[sent:]
 
     def _abort(self) -> None:
         """Make the coming close() a reset that drops the unsent answer from the kernel's
