@@ -500,6 +500,26 @@ def test_what_the_client_does_not_take_at_once_is_kept_then_sent_in_order() -> N
         assert not sock.has_kept() and not sock.aborted
 
 
+def test_a_file_goes_out_through_the_same_writes(tmp_path) -> None:
+    ours, peer = small_buffers()
+    with ours, peer:
+        sock = ClientSocket(ours, write_timeout=10)
+        content = bytes(range(256)) * 1000  # far more than the buffers hold
+        path = tmp_path / "asset"
+        path.write_bytes(content)
+        with path.open("rb") as file:
+            sock.served_here = True
+            started = time.monotonic()
+            assert sock.sendfile(file, offset=100, count=200_000) == 200_000
+            assert time.monotonic() - started < 0.5  # the main thread did not wait
+            sock.served_here = False
+        assert sock.has_kept()
+        sender = threading.Thread(target=sock.send_kept)
+        sender.start()
+        assert received(peer, 200_000) == content[100:200_100]
+        sender.join(5)
+
+
 def test_a_kept_answer_not_taken_within_the_write_timeout_is_dropped() -> None:
     ours, peer = small_buffers()
     with ours, peer:

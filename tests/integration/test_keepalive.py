@@ -11,9 +11,11 @@ import re
 import socket
 import struct
 import time
+from pathlib import Path
 
 import pytest
 
+import wine_quality.app.web
 from gunicorn_server import GunicornServer, module_server
 from wine_quality.app.worker import KEEPALIVE_WAIT_SECONDS, SERVED_IN_A_ROW
 from wine_quality.core.features import FEATURE_KEYS, FEATURE_NAMES
@@ -145,6 +147,28 @@ def test_more_pipelined_requests_than_are_served_in_a_row_are_answered_in_order(
         conn.sock.sendall(b"".join(raw for raw, _, _ in exchanges))
         for _, status, shows in exchanges:
             check(conn.answer(), status, shows)
+    finally:
+        conn.close()
+
+
+STATIC = Path(wine_quality.app.web.__file__).parent / "static"
+
+
+@pytest.mark.parametrize(
+    ("path", "name"), [("/static/web/style.css", "style.css"), ("/favicon.ico", "favicon.svg")]
+)
+def test_files_are_sent_whole_on_a_kept_alive_connection(
+    server: GunicornServer, path: str, name: str
+) -> None:
+    """Files (sent by gunicorn with the socket's sendfile) arrive whole, in turn with other
+    answers on one connection."""
+    conn = Connection(server)
+    try:
+        for _ in range(2):
+            conn.sock.sendall(request("GET", path))
+            status, _, body = conn.answer()
+            assert status == 200
+            assert body == (STATIC / name).read_bytes()
     finally:
         conn.close()
 

@@ -62,10 +62,6 @@ accesslog = "-"  # stdout
 errorlog = "-"
 logger_class = "wine_quality.app.accesslog.JsonAccessLogger"
 reload = False
-# Files (the page's static assets) go out through the worker's socket wrapper like every other
-# answer, under the write timeout and, on the worker's main thread, without ever waiting for a
-# client; sendfile(2) would bypass both.
-sendfile = False
 # Each worker builds the Flask app after the fork; the model it serves was loaded and verified
 # once, before the first fork, in when_ready.
 preload_app = False
